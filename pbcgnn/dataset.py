@@ -1,0 +1,181 @@
+"""FrameDataset: labelled frames as periodic PyG graphs, cached on disk, with seeded splits."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from torch_geometric.data import Data, InMemoryDataset
+
+from .errors import InputError
+from .graph import atoms_to_graph
+from .io import read_frames
+
+__all__ = ["FrameDataset", "split_indices", "GRAPH_VERSION", "default_cache_dir"]
+
+log = logging.getLogger(__name__)
+
+#: Bump when graph fields or their meaning change: old caches are then ignored.
+GRAPH_VERSION = 1
+
+
+def default_cache_dir() -> Path:
+    """``$PBCGNN_CACHE`` or ``$XDG_CACHE_HOME/pbcgnn`` (``~/.cache/pbcgnn``)."""
+    if "PBCGNN_CACHE" in os.environ:
+        return Path(os.environ["PBCGNN_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pbcgnn"
+
+
+def _file_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class FrameDataset(InMemoryDataset):
+    """Frames from n2p2 ``input.data``, extended XYZ or any ASE format, as PyG graphs.
+
+    Each item is a plain :class:`torch_geometric.data.Data` with the fields listed in
+    :mod:`pbcgnn.graph` (``z``, ``pos``, ``cell``, ``pbc``, ``edge_index``,
+    ``cell_offsets``, ``energy``, ``forces``, ...) plus ``source`` (``"path:line"`` or
+    ``"path: frame K"``), so any PyG model or ``DataLoader`` can consume it.
+
+    Processed graphs are cached in ``root`` under a name keyed by the content hash of
+    every input file, the cutoff, the units, the format and :data:`GRAPH_VERSION`;
+    changing any of them builds a new cache instead of reusing a stale one.
+
+    Args:
+        paths: one or more data files.
+        cutoff: neighbour radius in Angstrom.
+        root: cache directory; ``None`` keeps graphs in memory only.
+        format: ``"n2p2"``, an ASE format name, or ``None`` to detect.
+        length_unit, energy_unit: units of the files (default: the format's own,
+            Bohr/Hartree for n2p2, Angstrom/eV otherwise).
+        require_energy: reject frames without an energy (training needs it).
+        transform: applied on access, as in PyG.
+    """
+
+    def __init__(
+        self,
+        paths: str | os.PathLike | Sequence[str | os.PathLike],
+        cutoff: float,
+        root: str | os.PathLike | None = None,
+        format: str | None = None,
+        length_unit: str | None = None,
+        energy_unit: str | None = None,
+        require_energy: bool = True,
+        transform: Callable[[Data], Data] | None = None,
+        force_reload: bool = False,
+    ) -> None:
+        if isinstance(paths, (str, os.PathLike)):
+            paths = [paths]
+        if not paths:
+            raise InputError("expected at least one data file, found none")
+        if not cutoff > 0:
+            raise InputError(f"expected a positive cutoff, found {cutoff}")
+        self.paths = [Path(p).resolve() for p in paths]
+        for p in self.paths:
+            if p.is_dir():
+                raise InputError("is a directory, expected a file", path=p)
+            if not p.exists():
+                raise InputError("no such file", path=p)
+        self.cutoff = float(cutoff)
+        self.options = {
+            "format": format,
+            "length_unit": length_unit,
+            "energy_unit": energy_unit,
+            "require_energy": require_energy,
+        }
+        self._cached = root is not None
+        super().__init__(None if root is None else os.fspath(root), transform, log=False, force_reload=force_reload)
+        if self._cached:
+            self.load(self.processed_paths[0])
+        else:
+            self.data, self.slices = self.collate(self._build())
+
+    # PyG hooks ------------------------------------------------------------------------
+    @property
+    def has_download(self) -> bool:
+        return False
+
+    @property
+    def has_process(self) -> bool:
+        return self._cached
+
+    @property
+    def raw_file_names(self) -> list[str]:
+        return [os.fspath(p) for p in self.paths]  # absolute: PyG's join keeps them
+
+    @property
+    def processed_dir(self) -> str:
+        return os.fspath(Path(self.root) / "graphs")
+
+    @property
+    def processed_file_names(self) -> list[str]:
+        return [f"frames-{self.cache_key[:20]}.pt"]
+
+    def process(self) -> None:
+        self.save(self._build(), self.processed_paths[0])
+
+    # ------------------------------------------------------------------------------------
+    @property
+    def cache_key(self) -> str:
+        """sha256 of the inputs' content, cutoff, units, format and graph version."""
+        if not hasattr(self, "_key"):
+            spec = {
+                "files": [_file_hash(p) for p in self.paths],
+                "cutoff": self.cutoff,
+                "graph_version": GRAPH_VERSION,
+                **self.options,
+            }
+            self._key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+        return self._key
+
+    def _build(self) -> list[Data]:
+        graphs = []
+        for path in self.paths:
+            frames = read_frames(path, **self.options)
+            for k, atoms in enumerate(frames):
+                data = atoms_to_graph(atoms, self.cutoff, index=k)
+                data.source = str(atoms.info.get("source", f"{path}: frame {k}"))
+                graphs.append(data)
+            log.info("%s: %d frames -> graphs at cutoff %.3g A", path, len(frames), self.cutoff)
+        return graphs
+
+    @property
+    def elements(self) -> list[int]:
+        """Sorted atomic numbers present in the dataset."""
+        return sorted(torch.unique(self._data.z).tolist())
+
+    def split(self, fractions: Sequence[float] = (0.9, 0.1), seed: int = 0) -> list[FrameDataset]:
+        """Random disjoint subsets with the given fractions (reproducible for a seed)."""
+        return [self[idx] for idx in split_indices(len(self), fractions, seed)]
+
+
+def split_indices(n: int, fractions: Sequence[float] = (0.9, 0.1), seed: int = 0) -> list[torch.Tensor]:
+    """Partition ``range(n)`` at random into parts of the given fractions.
+
+    Fractions must be positive and sum to 1 (within 1e-6). Part sizes are rounded
+    so they add up to ``n``; every part except possibly the first gets at least one
+    frame when ``n`` allows. The permutation depends only on ``n`` and ``seed``.
+
+    Returns:
+        One int64 index tensor per fraction.
+    """
+    fractions = [float(f) for f in fractions]
+    if any(f <= 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
+        raise InputError(f"expected positive split fractions summing to 1, found {fractions}")
+    if n < len(fractions):
+        raise InputError(f"expected at least {len(fractions)} frames to split {fractions}, found {n}")
+    sizes = [max(1, round(f * n)) for f in fractions[1:]]
+    sizes.insert(0, n - sum(sizes))
+    if sizes[0] < 1:
+        raise InputError(f"expected enough frames to split {fractions}, found {n}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return list(torch.split(perm, sizes))

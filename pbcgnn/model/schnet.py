@@ -1,0 +1,165 @@
+"""SchNet energy model: embedding -> interactions -> atomwise MLP -> float64 scatter-add energy."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.nn import Embedding, Linear, ModuleList
+from torch_geometric.data import Data
+from torch_geometric.utils import scatter
+
+from ..neighbors import edge_vectors
+from .cfconv import InteractionBlock, shifted_softplus
+from .radial import CosineCutoff, GaussianRBF
+from .reference import AtomicReference
+
+__all__ = ["SchNet"]
+
+
+class SchNet(torch.nn.Module):
+    r"""SchNet for periodic systems (Schuett et al., J. Chem. Phys. 148, 241722 (2018)).
+
+    .. math::
+        \mathbf{h}^{0}_i = \mathrm{Emb}(Z_i), \qquad
+        \mathbf{h}^{t+1}_i = \mathbf{h}^{t}_i + \mathrm{Interaction}_t(\mathbf{h}^{t}, d)_i,
+
+        E = \sum_i \left( s\, \mathrm{MLP}(\mathbf{h}^{T}_i) + E_0[Z_i] \right)
+
+    Distances come from the graph's integer image shifts, ``d_ji = |pos[j] - pos[i] +
+    cell_offsets @ cell|`` (:mod:`pbcgnn.neighbors`), recomputed here so autograd reaches
+    positions and cell (forces, stress: :func:`pbcgnn.model.compute_properties`). The radial
+    basis and cosine envelope are evaluated once and shared by all interactions. Every
+    edge the graph holds is used (no neighbour cap); the graph must be built with a cutoff
+    of at least ``cutoff`` (edges beyond it contribute exactly zero).
+
+    dtype: the network runs in its parameters' dtype (float32 by default; ``.double()``
+    for tests); ``pos`` and ``cell`` are cast inside :meth:`forward`, so gradients still
+    reach float64 inputs. Atomic energies ``s y_i + E_0[Z_i]`` and their sum are float64
+    (:class:`AtomicReference`).
+
+    Args:
+        hidden_channels: atom feature size.
+        num_filters: width of the continuous-filter convolutions.
+        num_interactions: number of interaction blocks.
+        num_rbf: number of Gaussians in the radial basis.
+        cutoff: interaction cutoff in Angstrom.
+        max_z: largest atomic number the embedding accepts.
+    """
+
+    def __init__(
+        self,
+        hidden_channels: int = 128,
+        num_filters: int = 128,
+        num_interactions: int = 6,
+        num_rbf: int = 50,
+        cutoff: float = 6.0,
+        max_z: int = 118,
+    ) -> None:
+        super().__init__()
+        if hidden_channels < 2 or num_filters < 1 or num_interactions < 1 or cutoff <= 0:
+            raise ValueError(
+                "SchNet: expected hidden_channels >= 2, num_filters >= 1, num_interactions >= 1 "
+                f"and cutoff > 0, found {hidden_channels}, {num_filters}, {num_interactions}, {cutoff}"
+            )
+        self.hidden_channels = int(hidden_channels)
+        self.num_filters = int(num_filters)
+        self.num_interactions = int(num_interactions)
+        self.num_rbf = int(num_rbf)
+        self.cutoff = float(cutoff)  # plain float for graph building; the envelope holds a buffer
+        self.max_z = int(max_z)
+        self.embedding = Embedding(max_z + 1, hidden_channels)
+        self.rbf = GaussianRBF(num_rbf, cutoff)
+        self.envelope = CosineCutoff(cutoff)
+        self.interactions = ModuleList(
+            InteractionBlock(hidden_channels, num_rbf, num_filters) for _ in range(num_interactions)
+        )
+        self.lin1 = Linear(hidden_channels, hidden_channels // 2)
+        self.lin2 = Linear(hidden_channels // 2, 1)
+        self.reference = AtomicReference(max_z)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Re-draw all weights. The fitted reference (e0, scale) is data, not weights: kept."""
+        self.embedding.reset_parameters()
+        for block in self.interactions:
+            block.reset_parameters()
+        torch.nn.init.xavier_uniform_(self.lin1.weight)
+        torch.nn.init.zeros_(self.lin1.bias)
+        # Zero readout: an untrained model predicts exactly the fitted reference (E0) energies,
+        # instead of adding ~scale eV of noise per atom that training must first remove.
+        torch.nn.init.zeros_(self.lin2.weight)
+        torch.nn.init.zeros_(self.lin2.bias)
+
+    @property
+    def hparams(self) -> dict:
+        """Constructor arguments as plain types: ``SchNet(**model.hparams)`` rebuilds the model."""
+        return {
+            "hidden_channels": self.hidden_channels,
+            "num_filters": self.num_filters,
+            "num_interactions": self.num_interactions,
+            "num_rbf": self.num_rbf,
+            "cutoff": self.cutoff,
+            "max_z": self.max_z,
+        }
+
+    def atomic_energies(
+        self,
+        z: Tensor,
+        pos: Tensor,
+        edge_index: Tensor,
+        cell_offsets: Tensor,
+        cell: Tensor,
+        batch: Tensor | None = None,
+    ) -> Tensor:
+        """Per-atom energies [N] float64 in eV; arguments as in :meth:`forward`."""
+        dtype = self.lin1.weight.dtype
+        cell = cell.reshape(-1, 3, 3)
+        if batch is None:
+            if cell.shape[0] != 1:
+                raise ValueError(f"SchNet: batch is required for {cell.shape[0]} cells")
+            batch = torch.zeros_like(z)
+        # Cast at the boundary; .to() is differentiable, so float64 pos/cell still get gradients.
+        vec = edge_vectors(pos.to(dtype), edge_index, cell_offsets, cell.to(dtype), batch)  # [E, 3]
+        d = torch.linalg.vector_norm(vec, dim=-1)  # [E] Angstrom
+        rbf, env = self.rbf(d), self.envelope(d)  # [E, K], [E]: once, shared by all blocks
+        h = self.embedding(z)  # [N, H]
+        for block in self.interactions:
+            h = h + block(h, edge_index, rbf, env)
+        y = self.lin2(shifted_softplus(self.lin1(h))).squeeze(-1)  # [N]
+        return self.reference(y, z)  # [N] float64 eV
+
+    def forward(
+        self,
+        z: Tensor,
+        pos: Tensor,
+        edge_index: Tensor,
+        cell_offsets: Tensor,
+        cell: Tensor,
+        batch: Tensor | None = None,
+        num_graphs: int | None = None,
+    ) -> Tensor:
+        """Total energy per frame.
+
+        Args:
+            z: [N] int64 atomic numbers.
+            pos: [N, 3] positions, Angstrom (any float dtype).
+            edge_index: [2, E] int64, rows (j, i) = (neighbour, centre).
+            cell_offsets: [E, 3] integer image shifts.
+            cell: [B, 3, 3] lattice vectors as rows, Angstrom (zeros for non-periodic frames).
+            batch: [N] int64 frame index per atom; None for a single frame.
+            num_graphs: B; defaults to the number of cells.
+
+        Returns:
+            [B] float64 total energies, eV.
+        """
+        energies = self.atomic_energies(z, pos, edge_index, cell_offsets, cell, batch)  # [N]
+        if num_graphs is None:
+            num_graphs = cell.reshape(-1, 3, 3).shape[0]
+        index = torch.zeros_like(z) if batch is None else batch
+        return scatter(energies, index, dim=0, dim_size=num_graphs, reduce="sum")  # [B]
+
+    def forward_data(self, data: Data) -> Tensor:
+        """:meth:`forward` on a PyG ``Data`` (one frame) or ``Batch``; returns [B] float64 eV."""
+        return self(data.z, data.pos, data.edge_index, data.cell_offsets, data.cell, data.batch)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.hparams.items())

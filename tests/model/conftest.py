@@ -1,0 +1,64 @@
+"""Fixtures for the model tests: n2p2 water frames and a small random float64 SchNet."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import ase.io
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+
+from pbcgnn.graph import atoms_to_graph
+from pbcgnn.model import SchNet, compute_properties
+
+CUTOFF = 6.0  # Angstrom: longer than half the 7.82 A box, so atoms see several images
+E0 = {1: -13.6, 8: -430.0}  # eV, arbitrary non-zero values to exercise the reference path
+SCALE = 0.7  # eV
+
+
+@pytest.fixture(scope="session")
+def water_frames(shared_data) -> list[Atoms]:
+    """The 16 n2p2 RPBE-D3 frames (eV, Angstrom): 0-9 48 atoms in 7.82 A, 10 and 13 96 atoms, rest 192."""
+    return ase.io.read(shared_data / "n2p2_h2o_rpbe_d3" / "n2p2_h2o_rpbe_d3.xyz", index=":")
+
+
+@pytest.fixture
+def box48(water_frames) -> Atoms:
+    """A fresh, label-free copy of frame 0 (16 H2O, cubic 7.82 A, unwrapped positions)."""
+    atoms = water_frames[0].copy()
+    atoms.calc = None
+    return atoms
+
+
+def make_model(seed: int = 0) -> SchNet:
+    """Small float64 SchNet with random weights, perturbed biases, a scale and non-zero e0."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = SchNet(hidden_channels=32, num_filters=32, num_interactions=3, num_rbf=20, cutoff=CUTOFF)
+        model = model.double()
+        with torch.no_grad():  # non-zero biases, so every term of the network is exercised
+            for p in model.parameters():
+                p.add_(0.1 * torch.randn_like(p))
+    model.reference.set_values(E0, SCALE)
+    return model
+
+
+@pytest.fixture
+def model() -> SchNet:
+    return make_model()
+
+
+@pytest.fixture
+def predict(model) -> Callable[..., dict[str, np.ndarray]]:
+    """``predict(atoms, stress=False)`` -> energy (float), forces [N, 3], stress [3, 3] as numpy."""
+
+    def _predict(atoms: Atoms, stress: bool = False) -> dict[str, np.ndarray]:
+        out = compute_properties(model, atoms_to_graph(atoms, model.cutoff), forces=True, stress=stress)
+        result = {k: v.detach().numpy() for k, v in out.items()}
+        result["energy"] = float(result["energy"][0])
+        if stress:
+            result["stress"] = result["stress"][0]
+        return result
+
+    return _predict

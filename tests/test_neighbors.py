@@ -1,0 +1,145 @@
+"""Neighbour lists against brute-force enumeration of periodic images."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from pbcgnn.neighbors import edge_vectors, neighbor_list, radius_graph_pbc
+
+
+def random_cell(rng: np.random.Generator, scale: float) -> np.ndarray:
+    """A skewed triclinic cell (rows are lattice vectors) with a healthy volume."""
+    while True:
+        cell = np.eye(3) * scale + rng.uniform(-0.45, 0.45, (3, 3)) * scale
+        if np.linalg.det(cell) > 0.3 * scale**3:
+            return cell
+
+
+def brute_force(pos, cell, pbc, cutoff):
+    """Set of (i, j, S) with |pos[j] - pos[i] + S @ cell| < cutoff, by enumerating images."""
+    inv = np.linalg.inv(cell)
+    spacing = 1.0 / np.linalg.norm(inv, axis=0)
+    frac = pos @ inv
+    span = np.ptp(frac, axis=0) if len(pos) > 1 else np.zeros(3)
+    reach = [int(np.ceil(cutoff / h + s)) + 1 if p else 0 for h, s, p in zip(spacing, span, pbc)]
+    out = set()
+    for S in itertools.product(*(range(-m, m + 1) for m in reach)):
+        shift = np.array(S) @ cell
+        d = np.linalg.norm(pos[None, :, :] + shift - pos[:, None, :], axis=-1)  # [i, j]
+        for i, j in zip(*np.nonzero(d < cutoff)):
+            if i != j or any(S):
+                out.add((int(i), int(j), S))
+    return out
+
+
+def as_set(edge_index, offsets):
+    return {(int(i), int(j), tuple(int(s) for s in S)) for j, i, S in zip(*edge_index, offsets)}
+
+
+CASES = [  # (n_atoms, cell scale, cutoff): includes cells smaller than twice the cutoff
+    (1, 2.5, 6.0),
+    (7, 4.0, 6.0),
+    (20, 8.0, 3.5),
+    (12, 5.0, 5.0),
+]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("n,scale,cutoff", CASES)
+def test_matches_brute_force_in_skewed_cells(seed, n, scale, cutoff):
+    rng = np.random.default_rng(seed)
+    cell = random_cell(rng, scale)
+    pos = rng.uniform(-0.5, 1.5, (n, 3)) @ cell  # partly outside the cell: not wrapped
+    pbc = np.array([True, True, True])
+    edge_index, offsets = neighbor_list(pos, cell, pbc, cutoff)
+    expected = brute_force(pos, cell, pbc, cutoff)
+    assert as_set(edge_index, offsets) == expected
+    assert edge_index.shape[1] == len(expected)  # no duplicates
+    # several images of the same neighbour when the cell is small
+    if 2 * cutoff > scale:
+        pairs = [(i, j) for i, j, _ in expected]
+        assert len(pairs) > len(set(pairs))
+
+
+def test_mixed_and_no_periodicity():
+    rng = np.random.default_rng(3)
+    cell = random_cell(rng, 5.0)
+    pos = rng.uniform(0, 1, (10, 3)) @ cell
+    for pbc in ([True, True, False], [False, False, False]):
+        pbc = np.array(pbc)
+        edge_index, offsets = neighbor_list(pos, cell, pbc, 4.0)
+        assert as_set(edge_index, offsets) == brute_force(pos, cell, pbc, 4.0)
+        assert not offsets[:, ~pbc].any()
+    # a molecule with no cell at all
+    edge_index, offsets = neighbor_list(pos, np.zeros((3, 3)), np.zeros(3, bool), 4.0)
+    assert as_set(edge_index, offsets) == brute_force(pos, np.eye(3), np.zeros(3, bool), 4.0)
+
+
+def test_self_images_are_edges():
+    """One atom in a 2 A box at cutoff 2.5 A: 6 face images (2 A) + 12 edge images (2.83 A > 2.5)."""
+    edge_index, offsets = neighbor_list(np.zeros((1, 3)), np.eye(3) * 2.0, np.ones(3, bool), 2.5)
+    assert edge_index.shape[1] == 6
+    assert (edge_index == 0).all()
+    assert (np.abs(offsets).sum(axis=1) == 1).all()
+
+
+def test_wrapping_changes_no_distance():
+    rng = np.random.default_rng(5)
+    cell = random_cell(rng, 6.0)
+    pos = rng.uniform(-2, 3, (15, 3)) @ cell
+    frac = pos @ np.linalg.inv(cell)
+    wrapped = (frac - np.floor(frac)) @ cell
+
+    def pair_distances(p):
+        ei, s = neighbor_list(p, cell, np.ones(3, bool), 5.0)
+        d = np.linalg.norm(p[ei[0]] - p[ei[1]] + s @ cell, axis=1)
+        return sorted(zip(ei[1], ei[0], np.round(d, 9)))
+
+    assert pair_distances(pos) == pair_distances(wrapped)
+
+
+def test_edge_vectors_follow_the_convention():
+    rng = np.random.default_rng(6)
+    cell = random_cell(rng, 5.0)
+    pos = rng.uniform(0, 1, (8, 3)) @ cell
+    ei, s = neighbor_list(pos, cell, np.ones(3, bool), 4.0)
+    vec = edge_vectors(torch.tensor(pos), torch.tensor(ei), torch.tensor(s), torch.tensor(cell))
+    expected = pos[ei[0]] - pos[ei[1]] + s @ cell  # pos[j] - pos[i] + S @ cell
+    np.testing.assert_allclose(vec.numpy(), expected, atol=1e-12)
+    assert (vec.norm(dim=1) < 4.0).all()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("n,scale,cutoff", CASES)
+def test_torch_cluster_agrees_with_matscipy(seed, n, scale, cutoff):
+    pytest.importorskip("torch_cluster")
+    rng = np.random.default_rng(10 + seed)
+    cell = random_cell(rng, scale)
+    pos = rng.uniform(-0.5, 1.5, (n, 3)) @ cell
+    pbc = np.ones(3, bool)
+    ei, s = neighbor_list(pos, cell, pbc, cutoff)
+    ei_t, s_t = radius_graph_pbc(torch.tensor(pos), torch.tensor(cell), torch.tensor(pbc), cutoff)
+    assert as_set(ei_t.numpy(), s_t.numpy()) == as_set(ei, s)
+    assert ei_t.shape[1] == ei.shape[1]
+
+
+def test_torch_cluster_batches_and_molecules():
+    pytest.importorskip("torch_cluster")
+    rng = np.random.default_rng(7)
+    frames = []
+    for scale, pbc in [(5.0, [True] * 3), (9.0, [False] * 3), (4.0, [True, True, False])]:
+        cell = random_cell(rng, scale)
+        frames.append((rng.uniform(0, 1, (9, 3)) @ cell, cell, np.array(pbc)))
+    pos = torch.tensor(np.concatenate([f[0] for f in frames]))
+    cell = torch.tensor(np.stack([f[1] for f in frames]))
+    pbc = torch.tensor(np.stack([f[2] for f in frames]))
+    batch = torch.arange(3).repeat_interleave(9)
+    ei_t, s_t = radius_graph_pbc(pos, cell, pbc, 4.5, batch)
+    expected = set()
+    for b, (p, c, pb) in enumerate(frames):
+        ei, s = neighbor_list(p, c, pb, 4.5)
+        expected |= as_set(ei + 9 * b, s)
+    assert as_set(ei_t.numpy(), s_t.numpy()) == expected
