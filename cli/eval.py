@@ -1,0 +1,41 @@
+"""``pbcgnn eval``: errors of a trained checkpoint on data files, as a table and metrics.json."""
+from __future__ import annotations
+
+import click
+
+from .options import data_options, data_paths
+
+COLUMNS = [("energy_rmse_mev_per_atom", "E RMSE"), ("energy_mae_mev_per_atom", "E MAE"),
+           ("force_rmse_mev_per_A", "F RMSE"), ("force_mae_mev_per_A", "F MAE")]
+
+
+@click.command(name="eval")
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
+@data_paths
+@data_options
+@click.option("--out", type=click.Path(file_okay=False), default="eval", show_default=True,
+              help="Folder for metrics.json, predictions.xyz and parity.png.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+def evaluate(checkpoint, data, fmt, length_unit, energy_unit, out, device, batch_size) -> None:
+    """Evaluate CHECKPOINT on DATA files (default: the validation frames of its training run).
+
+    Energies in meV/atom, forces in meV/A per Cartesian component.
+    """
+    from pbcgnn.evaluate import evaluate as run_eval
+    from pbcgnn.train.loop import resolve_device
+
+    dev = str(resolve_device(device))
+    if data:
+        results = run_eval(checkpoint, data, out, format=fmt, length_unit=length_unit, energy_unit=energy_unit,
+                           device=dev, batch_size=batch_size)
+    else:
+        from pbcgnn.evaluate import evaluate_validation
+
+        results = evaluate_validation(checkpoint, out, device=dev, batch_size=batch_size)
+    width = max(len(k) for k in results)
+    click.echo(f"{'data':<{width}}  {'frames':>6}  " + "  ".join(f"{h:>9}" for _, h in COLUMNS))
+    click.echo(f"{'':<{width}}  {'':>6}  {'meV/atom':>9}  {'meV/atom':>9}  {'meV/A':>9}  {'meV/A':>9}")
+    for name, m in results.items():
+        click.echo(f"{name:<{width}}  {m['n_frames']:>6}  " + "  ".join(f"{m[k]:>9.3f}" for k, _ in COLUMNS))
+    click.echo(f"wrote {out}/metrics.json, predictions.xyz, parity.png")

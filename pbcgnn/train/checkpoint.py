@@ -1,0 +1,101 @@
+"""Checkpoints: save atomically, load without unpickling code, rebuild the model from its config.
+
+A checkpoint is a dict of plain types and tensors only, so ``torch.load(path,
+weights_only=True)`` reads it and a file someone sent you cannot run code:
+
+=================  =============================================================
+``format``         checkpoint format version (int)
+``version``        pbcgnn version that wrote it
+``config``         ``Config.to_dict()``: data, model and training options
+``model``          state dict of the weights for inference (the EMA average),
+                   including the buffers ``reference.e0``/``reference.scale`` and
+                   the cutoff, so the file is the whole function
+``elements``       atomic numbers seen in training
+``units``          ``{"energy": "eV", "length": "Angstrom"}``
+``metrics``        validation metrics of these weights
+``epoch``          epochs completed
+``train_state``    optimizer, scheduler, raw and EMA weights, RNG and loop state
+                   for ``--resume`` (``last.pt``); absent when stripped
+=================  =============================================================
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import __version__
+from ..errors import InputError
+from ..model import SchNet
+from .config import Config
+
+__all__ = ["FORMAT_VERSION", "save_checkpoint", "read_checkpoint", "load_checkpoint", "build_model"]
+
+FORMAT_VERSION = 1
+
+
+def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> None:
+    """Write ``checkpoint`` to ``path`` atomically (temporary file, fsync, rename):
+    a kill mid-write leaves the previous file intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"format": FORMAT_VERSION, "version": __version__, **checkpoint}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The checkpoint dict, read with ``weights_only=True``; bad files raise InputError."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("no such checkpoint file", path=path)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # unpickling errors come in many types
+        raise InputError(f"not a pbcgnn checkpoint ({type(err).__name__}: {err})", path=path) from None
+    if not isinstance(ckpt, dict) or "format" not in ckpt or "model" not in ckpt:
+        raise InputError("not a pbcgnn checkpoint (missing 'format' or 'model')", path=path)
+    if ckpt["format"] > FORMAT_VERSION:
+        raise InputError(
+            f"checkpoint format {ckpt['format']} is newer than this pbcgnn ({__version__}) reads", path=path
+        )
+    return ckpt
+
+
+def build_model(config: Config) -> SchNet:
+    """A freshly initialised model of the configured size and dtype."""
+    dtype = getattr(torch, config.model.dtype)
+    return SchNet(**config.model.schnet_kwargs()).to(dtype)
+
+
+def load_checkpoint(
+    path: str | os.PathLike, device: str | torch.device = "cpu", dtype: str | None = None
+) -> tuple[SchNet, dict[str, Any]]:
+    """Rebuild the trained model from a checkpoint.
+
+    Args:
+        path: ``best.pt`` or ``last.pt``.
+        device: where to put the model.
+        dtype: ``"float32"``/``"float64"`` to override the trained dtype (e.g. float64 for MD).
+
+    Returns:
+        ``(model, checkpoint)`` with the model in eval mode.
+    """
+    ckpt = read_checkpoint(path)
+    config = Config.from_dict(ckpt["config"])
+    model = build_model(config)
+    model.load_state_dict(ckpt["model"])
+    if dtype is not None:
+        model = model.to(getattr(torch, dtype))
+    return model.to(device).eval(), ckpt

@@ -1,0 +1,153 @@
+"""Frozen dataclasses for data, model and training options: the only place defaults live."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from ..errors import InputError
+from ..units import ENERGY_UNITS, LENGTH_UNITS
+
+__all__ = ["DataConfig", "ModelConfig", "TrainConfig", "Config"]
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise InputError(message)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which frames to train on and how to read them.
+
+    Attributes:
+        paths: training data files (n2p2, extended XYZ or any ASE format).
+        val_paths: optional separate validation files; otherwise ``val_fraction`` of
+            ``paths`` is held out at random (seeded by ``split_seed``).
+        format, length_unit, energy_unit: as :func:`pbcgnn.io.read_frames`.
+        cache_dir: where processed graphs are cached; ``None`` keeps them in memory.
+    """
+
+    paths: tuple[str, ...] = ()
+    val_paths: tuple[str, ...] = ()
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    format: str | None = None
+    length_unit: str | None = None
+    energy_unit: str | None = None
+    cache_dir: str | None = None
+
+    def validate(self) -> None:
+        _check(len(self.paths) > 0, "expected at least one training data file, found none")
+        _check(0.0 < self.val_fraction < 1.0 or bool(self.val_paths),
+               f"expected 0 < val_fraction < 1, found {self.val_fraction}")
+        _check(self.length_unit is None or self.length_unit.lower() in LENGTH_UNITS,
+               f"unknown length unit {self.length_unit!r}")
+        _check(self.energy_unit is None or self.energy_unit.lower() in ENERGY_UNITS,
+               f"unknown energy unit {self.energy_unit!r}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """SchNet size; see :class:`pbcgnn.model.SchNet`. ``dtype`` is float32 or float64."""
+
+    hidden_channels: int = 64
+    num_filters: int = 64
+    num_interactions: int = 3
+    num_rbf: int = 32
+    cutoff: float = 6.0
+    dtype: str = "float32"
+
+    def validate(self) -> None:
+        for name in ("hidden_channels", "num_filters", "num_interactions", "num_rbf"):
+            _check(getattr(self, name) >= 1, f"expected {name} >= 1, found {getattr(self, name)}")
+        _check(self.cutoff > 0, f"expected a positive cutoff, found {self.cutoff}")
+        _check(self.dtype in ("float32", "float64"), f"expected dtype float32 or float64, found {self.dtype!r}")
+
+    def schnet_kwargs(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "dtype"}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation. The loss is ``energy_weight * MSE(E/N) + force_weight * MSE(F)``
+    in eV/atom and eV/Angstrom; frames without forces add no force term.
+
+    Attributes:
+        max_minutes: stop after this wall-clock time (``None``: no limit). A run that
+            stops on time is not bit-reproducible across machines; epochs are.
+        patience: early stop after this many epochs without a better validation loss.
+        lr_patience, lr_factor, min_lr: ReduceLROnPlateau on the validation loss.
+        ema_decay: exponential moving average of the weights used for validation and
+            for the saved model (0 disables it).
+        clip_grad: maximum gradient norm (0 disables clipping).
+        device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
+    """
+
+    epochs: int = 200
+    batch_size: int = 4
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    energy_weight: float = 100.0
+    force_weight: float = 1.0
+    ema_decay: float = 0.99
+    lr_patience: int = 10
+    lr_factor: float = 0.5
+    min_lr: float = 1e-6
+    patience: int = 40
+    clip_grad: float = 10.0
+    seed: int = 0
+    device: str = "auto"
+    max_minutes: float | None = None
+
+    def validate(self) -> None:
+        _check(self.epochs >= 1, f"expected epochs >= 1, found {self.epochs}")
+        _check(self.batch_size >= 1, f"expected batch_size >= 1, found {self.batch_size}")
+        _check(self.lr > 0, f"expected lr > 0, found {self.lr}")
+        _check(self.energy_weight >= 0 and self.force_weight >= 0, "expected non-negative loss weights")
+        _check(self.energy_weight + self.force_weight > 0, "expected a non-zero loss weight")
+        _check(0.0 <= self.ema_decay < 1.0, f"expected 0 <= ema_decay < 1, found {self.ema_decay}")
+        _check(0.0 < self.lr_factor < 1.0, f"expected 0 < lr_factor < 1, found {self.lr_factor}")
+        _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+               f"expected device auto, cpu or cuda, found {self.device!r}")
+        _check(self.max_minutes is None or self.max_minutes > 0, "expected max_minutes > 0")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a run needs; ``asdict(config)`` is stored in every checkpoint."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> Config:
+        self.data.validate()
+        self.model.validate()
+        self.train.validate()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Config:
+        def build(kind, values):
+            names = {f.name for f in fields(kind)}
+            unknown = set(values) - names
+            if unknown:
+                raise InputError(f"unknown {kind.__name__} options: {', '.join(sorted(unknown))}")
+            values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+            return kind(**values)
+
+        return cls(
+            data=build(DataConfig, d.get("data", {})),
+            model=build(ModelConfig, d.get("model", {})),
+            train=build(TrainConfig, d.get("train", {})),
+        )
+
+    def replace(self, **sections: dict[str, Any]) -> Config:
+        """A new config with some options of some sections changed, e.g.
+        ``config.replace(train={"epochs": 5})``."""
+        parts = {name: dataclasses.replace(getattr(self, name), **opts) for name, opts in sections.items()}
+        return dataclasses.replace(self, **parts)

@@ -1,0 +1,29 @@
+"""Benchmark scripts run end to end at a tiny size (no timing assertions)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_train_budget_smoke(shared_data, tmp_path):
+    bench = load("train_budget")
+    report = bench.main([
+        "--data", str(shared_data / "deepmd_water" / "deepmd_water.xyz"), "--max-frames", "10",
+        "--minutes", "0.05", "--epochs", "2", "--out", str(tmp_path), "--device", "cpu",
+        "--model", json.dumps({"hidden_channels": 8, "num_filters": 8, "num_interactions": 1, "num_rbf": 8,
+                               "cutoff": 4.0}),
+    ])
+    written = json.loads((tmp_path / "result.json").read_text())
+    assert written["n_train"] + written["n_val"] == 10 and report["epochs"] >= 1
+    assert written["validation"]["n_frames"] == written["n_val"]
+    assert written["predict_the_mean"]["force_rmse_mev_per_A"] > 100

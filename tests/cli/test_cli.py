@@ -1,0 +1,108 @@
+"""The CLI contract, in-process through click's CliRunner."""
+from __future__ import annotations
+
+import json
+
+import ase.io
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from pbcgnn.cli import main
+from pbcgnn.evaluate import predict
+from pbcgnn.dataset import FrameDataset
+from pbcgnn.train.checkpoint import load_checkpoint, read_checkpoint
+
+TINY = ["--features", "16", "--filters", "16", "--interactions", "2", "--rbf", "12", "--cutoff", "4.5",
+        "--batch-size", "4", "--seed", "3", "--device", "cpu", "--no-progress"]
+KEYS = {"energy_rmse_mev_per_atom", "energy_mae_mev_per_atom", "force_rmse_mev_per_A", "force_mae_mev_per_A",
+        "n_frames", "n_atoms"}
+
+
+def run(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    return result
+
+
+@pytest.fixture(scope="module")
+def trained_dir(tmp_path_factory, bundled_n2p2):
+    out = tmp_path_factory.mktemp("cli_run")
+    result = run("train", bundled_n2p2, "--epochs", "3", "--out", out, *TINY)
+    assert result.exit_code == 0, result.output
+    assert "best validation" in result.output
+    return out
+
+
+def test_train_writes_checkpoints_and_tensorboard(trained_dir):
+    assert (trained_dir / "best.pt").is_file() and (trained_dir / "last.pt").is_file()
+    assert list(trained_dir.glob("events.out.tfevents.*"))
+    ckpt = read_checkpoint(trained_dir / "last.pt")
+    assert ckpt["config"]["model"]["cutoff"] == 4.5 and ckpt["epoch"] == 3
+
+
+def test_eval_outputs_and_reload_gives_identical_predictions(trained_dir, bundled_n2p2, tmp_path):
+    result = run("eval", trained_dir / "best.pt", bundled_n2p2, "--out", tmp_path / "e1", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "meV/atom" in result.output and "total" in result.output
+    metrics = json.loads((tmp_path / "e1" / "metrics.json").read_text())
+    assert set(metrics) == {str(bundled_n2p2), "total"}
+    assert KEYS <= set(metrics["total"]) and metrics["total"]["n_frames"] == 16
+    assert (tmp_path / "e1" / "parity.png").stat().st_size > 1000
+    frames = ase.io.read(tmp_path / "e1" / "predictions.xyz", index=":")
+    assert len(frames) == 16 and "ref_energy" in frames[0].info
+    # reload the checkpoint in Python: identical predictions
+    model, _ = load_checkpoint(trained_dir / "best.pt")
+    pred = predict(model, FrameDataset(bundled_n2p2, model.cutoff))
+    np.testing.assert_allclose([a.get_potential_energy() for a in frames], pred.energy, rtol=1e-12)
+    np.testing.assert_allclose(np.concatenate([a.get_forces() for a in frames]), pred.forces, rtol=1e-6, atol=1e-6)
+    # and a second eval gives the same numbers (float32 scatter sums are not bit-reproducible on CPU)
+    run("eval", trained_dir / "best.pt", bundled_n2p2, "--out", tmp_path / "e2", "--device", "cpu")
+    again = json.loads((tmp_path / "e2" / "metrics.json").read_text())
+    for name in metrics:
+        assert again[name] == pytest.approx(metrics[name], rel=1e-7)
+
+
+def test_eval_without_data_uses_the_validation_split(trained_dir, tmp_path):
+    result = run("eval", trained_dir / "best.pt", "--out", tmp_path, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["validation"]["n_frames"] == 2  # 10 % of 16 frames
+    assert metrics["validation"]["force_rmse_mev_per_A"] == pytest.approx(
+        read_checkpoint(trained_dir / "best.pt")["metrics"]["force_rmse_mev_per_A"], rel=1e-9)
+
+
+def test_resume_matches_uninterrupted(tmp_path, bundled_n2p2):
+    assert run("train", bundled_n2p2, "--epochs", "3", "--out", tmp_path / "a", *TINY).exit_code == 0
+    assert run("train", bundled_n2p2, "--epochs", "1", "--out", tmp_path / "b", *TINY).exit_code == 0
+    assert run("train", "--resume", "--epochs", "3", "--out", tmp_path / "b", *TINY).exit_code == 0
+    a, b = read_checkpoint(tmp_path / "a" / "last.pt"), read_checkpoint(tmp_path / "b" / "last.pt")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+@pytest.mark.parametrize("command", ["inspect", "train"])
+@pytest.mark.parametrize("name,line", [("truncated_frame.data", None), ("nan_energy.data", None),
+                                       ("unknown_element.data", None), ("singular_cell.data", None)])
+def test_bad_input_is_one_line_without_traceback(files, tmp_path, command, name, line):
+    args = [command, files / name] + (["--out", tmp_path, *TINY] if command == "train" else [])
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    assert result.output.startswith("Error: ") and f"{name}:" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_directory_and_bad_options_are_rejected(tmp_path):
+    result = CliRunner().invoke(main, ["inspect", str(tmp_path)])
+    assert result.exit_code == 1 and "is a directory" in result.output
+    result = CliRunner().invoke(main, ["train", "--cutoff", "-1", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "--cutoff" in result.output
+
+
+def test_help_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys; from pbcgnn.cli import main; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
