@@ -13,7 +13,7 @@ from torch_geometric.data import Data, InMemoryDataset
 
 from .errors import InputError
 from .graph import atoms_to_graph
-from .io import read_frames
+from .io import check_path, read_frames
 
 __all__ = ["FrameDataset", "split_indices", "GRAPH_VERSION", "default_cache_dir"]
 
@@ -79,12 +79,7 @@ class FrameDataset(InMemoryDataset):
             raise InputError("expected at least one data file, found none")
         if not cutoff > 0:
             raise InputError(f"expected a positive cutoff, found {cutoff}")
-        self.paths = [Path(p).resolve() for p in paths]
-        for p in self.paths:
-            if p.is_dir():
-                raise InputError("is a directory, expected a file", path=p)
-            if not p.exists():
-                raise InputError("no such file", path=p)
+        self.paths = [check_path(p).resolve() for p in paths]
         self.cutoff = float(cutoff)
         self.options = {
             "format": format,
