@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pbcgnn.graph import atoms_to_graph
-from pbcgnn.model import AtomicReference, estimate_scale, fit_reference_energies
+from pbcgnn.model import AtomicReference, SchNet, estimate_scale, fit_reference_energies
 
 REFERENCE_LOGGER = "pbcgnn.model.reference"
 
@@ -80,7 +80,9 @@ def test_float32_model_gives_float64_energy(model, box48):
     assert abs(float(energy.detach() - energy64.detach())) < 1e-3
 
 
-def test_reference_in_state_dict(model):
-    state = model.state_dict()
+def test_reference_in_state_dict():
+    model = SchNet(hidden_channels=8, num_filters=8, num_interactions=1, num_rbf=4, cutoff=4.0)
+    model.reference.set_values({1: -13.6, 8: -430.0}, 0.7)
+    state = model.float().state_dict()
     assert state["reference.e0"].dtype == torch.float64
     assert float(state["reference.e0"][8]) == -430.0 and float(state["reference.scale"]) == 0.7
