@@ -27,3 +27,20 @@ def test_train_budget_smoke(shared_data, tmp_path):
     assert written["n_train"] + written["n_val"] == 10 and report["epochs"] >= 1
     assert written["validation"]["n_frames"] == written["n_val"]
     assert written["predict_the_mean"]["force_rmse_mev_per_A"] > 100
+
+
+def test_accuracy_smoke(shared_data, tmp_path):
+    spec = importlib.util.spec_from_file_location("accuracy_run", BENCH / "accuracy" / "run.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    results = bench.main([
+        "--sets", "n2p2", "--max-frames", "8", "--minutes", "0.05", "--curve", "3", "6", "--out", str(tmp_path),
+        "--device", "cpu", "--train", json.dumps({"epochs": 2}),
+        "--model", json.dumps({"hidden_channels": 8, "num_filters": 8, "num_interactions": 1, "num_rbf": 8,
+                               "cutoff": 4.0}),
+    ])
+    row = results["sets"]["n2p2"]
+    assert row["n_train"] == 6 and row["pbcgnn"]["n_frames"] == 1  # 8 frames: 6 / 1 / 1
+    assert [p["n_train"] for p in results["curves"]["n2p2"]] == [3, 6]
+    assert (tmp_path / "results.md").read_text().count("| n2p2 | pbcgnn |") == 1
+    assert (tmp_path / "learning_curve.png").is_file()
