@@ -88,11 +88,12 @@ def run_schnetpack(train: Path, val: Path, test: Path, out: Path, args) -> dict 
     if not args.schnetpack_python:
         return None
     m = replace(ModelConfig(), **args.model)
-    cmd = [args.schnetpack_python, str(SPK_SCRIPT), "--train", str(train), "--val", str(val), "--test", str(test),
-           "--out", str(out), "--minutes", str(args.minutes), "--features", str(m.hidden_channels),
+    cmd = [args.schnetpack_python, str(SPK_SCRIPT), "--train", str(train.resolve()), "--val", str(val.resolve()),
+           "--test", str(test.resolve()), "--out", str(out.resolve()), "--minutes", str(args.minutes), "--features", str(m.hidden_channels),
            "--interactions", str(m.num_interactions), "--rbf", str(m.num_rbf), "--cutoff", str(m.cutoff),
            "--batch-size", str(replace(TrainConfig(), **args.train).batch_size), "--device", args.device]
-    subprocess.run(cmd, check=True)
+    out.mkdir(parents=True, exist_ok=True)
+    subprocess.run(cmd, check=True, cwd=out)  # SchNetPack writes splitting.lock into the CWD
     return json.loads((out / "metrics.json").read_text())
 
 
