@@ -38,7 +38,8 @@ def main(verbose: int, quiet: bool) -> None:
 # Commands register on the group (their heavy imports stay inside their bodies).
 from .eval import evaluate  # noqa: E402
 from .inspect import inspect  # noqa: E402
+from .select import select  # noqa: E402
 from .train import train  # noqa: E402
 
-for _command in (train, evaluate, inspect):
+for _command in (train, evaluate, inspect, select):
     main.add_command(_command)

@@ -7,6 +7,9 @@ from .options import data_options, data_paths
 
 COLUMNS = [("energy_rmse_mev_per_atom", "E RMSE"), ("energy_mae_mev_per_atom", "E MAE"),
            ("force_rmse_mev_per_A", "F RMSE"), ("force_mae_mev_per_A", "F MAE")]
+SPREAD_COLUMNS = [("energy_spread_mev_per_atom", "E spread"), ("force_spread_mev_per_A", "F spread"),
+                  ("spearman_energy", "rho E"), ("spearman_forces", "rho F"),
+                  ("calibration_energy", "E err/sd"), ("calibration_forces", "F err/sd")]
 
 
 @click.command(name="eval")
@@ -20,7 +23,9 @@ COLUMNS = [("energy_rmse_mev_per_atom", "E RMSE"), ("energy_mae_mev_per_atom", "
 def evaluate(checkpoint, data, fmt, length_unit, energy_unit, out, device, batch_size) -> None:
     """Evaluate CHECKPOINT on DATA files (default: the validation frames of its training run).
 
-    Energies in meV/atom, forces in meV/A per Cartesian component.
+    Energies in meV/atom, forces in meV/A per Cartesian component. For a committee the errors
+    are those of the mean, and the per-frame spread is compared with the error: Spearman rank
+    correlation (rho) and RMS error over RMS spread (err/sd), plotted in calibration.png.
     """
     from pbcgnn.evaluate import evaluate as run_eval
     from pbcgnn.train.loop import resolve_device
@@ -38,4 +43,12 @@ def evaluate(checkpoint, data, fmt, length_unit, energy_unit, out, device, batch
     click.echo(f"{'':<{width}}  {'':>6}  {'meV/atom':>9}  {'meV/atom':>9}  {'meV/A':>9}  {'meV/A':>9}")
     for name, m in results.items():
         click.echo(f"{name:<{width}}  {m['n_frames']:>6}  " + "  ".join(f"{m[k]:>9.3f}" for k, _ in COLUMNS))
-    click.echo(f"wrote {out}/metrics.json, predictions.xyz, parity.png")
+    if "spearman_forces" in results["total"]:
+        click.echo("committee mean errors above; spread per frame vs error of the mean:")
+        click.echo(f"{'data':<{width}}  " + "  ".join(f"{h:>9}" for _, h in SPREAD_COLUMNS))
+        click.echo(f"{'':<{width}}  {'meV/atom':>9}  {'meV/A':>9}  {'':>9}  {'':>9}  {'':>9}  {'':>9}")
+        for name, m in results.items():
+            click.echo(f"{name:<{width}}  " + "  ".join(f"{m[k]:>9.3f}" for k, _ in SPREAD_COLUMNS))
+        click.echo(f"wrote {out}/metrics.json, predictions.xyz, parity.png, calibration.png")
+    else:
+        click.echo(f"wrote {out}/metrics.json, predictions.xyz, parity.png")

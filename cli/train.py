@@ -5,11 +5,13 @@ from pathlib import Path
 
 import click
 
-from pbcgnn.train.config import ModelConfig, TrainConfig
+from pbcgnn.train.config import CommitteeConfig, ModelConfig, TrainConfig, TransferConfig
 
 from .options import data_options, data_paths
 
-_M, _T = ModelConfig(), TrainConfig()
+_M, _T, _X, _C = ModelConfig(), TrainConfig(), TransferConfig(), CommitteeConfig()
+#: Options that define the architecture: taken from the checkpoint when fine-tuning.
+ARCHITECTURE = ("cutoff", "features", "filters", "interactions", "rbf")
 BUNDLED = Path(__file__).resolve().parents[1] / "data" / "n2p2_h2o_rpbe_d3" / "input.data"
 
 
@@ -53,18 +55,38 @@ def bundled_data() -> Path:
               help="Stop after this wall-clock time.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
               help="Cache processed graphs here [default: in memory].")
+@click.option("--init-from", type=click.Path(exists=True, dir_okay=False), default=_X.init_from,
+              help="Fine-tune this checkpoint: architecture and cutoff from it, E0 refitted on DATA.")
+@click.option("--freeze", default=",".join(_X.freeze), metavar="GROUPS",
+              help="With --init-from: keep these fixed, e.g. embedding,interactions:0-1,readout.")
+@click.option("--keep-scale", is_flag=True, default=_X.keep_scale,
+              help="With --init-from: keep the checkpoint's energy scale [default: re-estimate from DATA].")
+@click.option("--committee", type=click.IntRange(min=1), default=_C.size, show_default=True,
+              help="Train this many models (seeds SEED, SEED+1, ...) into one committee checkpoint.")
+@click.option("--bootstrap", is_flag=True, default=_C.bootstrap,
+              help="Each model trains on a bootstrap resample of the training frames.")
 @click.option("--resume", is_flag=True, help="Continue from OUT/last.pt (options stored there are used).")
 @click.option("--progress/--no-progress", default=True, show_default=True)
-def train(data, fmt, length_unit, energy_unit, out, val_paths, val_fraction, split_seed, cutoff, features,
+@click.pass_context
+def train(ctx, data, fmt, length_unit, energy_unit, out, val_paths, val_fraction, split_seed, cutoff, features,
           filters, interactions, rbf, dtype, epochs, batch_size, lr, energy_weight, force_weight, ema_decay,
-          patience, seed, device, max_minutes, cache_dir, resume, progress) -> None:
+          patience, seed, device, max_minutes, cache_dir, init_from, freeze, keep_scale, committee, bootstrap,
+          resume, progress) -> None:
     """Train SchNet on DATA (n2p2 input.data, extended XYZ, any ASE format).
 
     With no DATA, trains on the bundled real water sample (16 RPBE-D3 frames).
+    With --init-from, fine-tunes a trained checkpoint on DATA (e.g. a higher level of theory;
+    frames without forces train on their energy only). With --committee N, trains N models
+    whose spread `pbcgnn eval` calibrates and `pbcgnn select` uses.
     """
-    from pbcgnn.train.config import Config, DataConfig
+    from pbcgnn.train.config import CommitteeConfig, Config, DataConfig, TransferConfig
     from pbcgnn.train.loop import fit
 
+    if init_from is not None:
+        given = [f"--{name}" for name in ARCHITECTURE
+                 if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+        if given:
+            raise click.UsageError(f"{', '.join(given)}: with --init-from the architecture comes from the checkpoint")
     paths = tuple(data) or (str(bundled_data()),)
     config = Config(
         data=DataConfig(paths=paths, val_paths=tuple(val_paths), val_fraction=val_fraction, split_seed=split_seed,
@@ -74,10 +96,20 @@ def train(data, fmt, length_unit, energy_unit, out, val_paths, val_fraction, spl
         train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, energy_weight=energy_weight,
                           force_weight=force_weight, ema_decay=ema_decay, patience=patience, seed=seed,
                           device=device, max_minutes=max_minutes),
-    ).validate()
-    result = fit(config, out, resume=resume, progress=progress)
+        transfer=TransferConfig(init_from=init_from, keep_scale=keep_scale,
+                                freeze=tuple(f.strip() for f in freeze.split(",")) if freeze else ()),
+        committee=CommitteeConfig(size=committee, bootstrap=bootstrap),
+    )
+    result = fit(config, out, resume=resume, progress=progress)  # validates (after taking the architecture)
     m = result.metrics
-    click.echo(f"stopped: {result.stopped} after {len(result.history)} epochs")
+    members = {rec["member"] for rec in result.history if "member" in rec}
+    if members:  # a committee (also when resumed without --committee)
+        click.echo(f"committee of {len(members)} trained ({result.stopped})")
+    else:
+        click.echo(f"stopped: {result.stopped} after {len(result.history)} epochs")
     click.echo(f"best validation: energy RMSE {m['energy_rmse_mev_per_atom']:.3f} meV/atom, "
                f"force RMSE {m['force_rmse_mev_per_A']:.1f} meV/A")
+    if "spearman_forces" in m:
+        click.echo(f"committee spread vs error (Spearman): energy {m['spearman_energy']:.2f}, "
+                   f"forces {m['spearman_forces']:.2f}")
     click.echo(f"wrote {result.best} and {result.last}; TensorBoard: tensorboard --logdir {out}")

@@ -6,6 +6,10 @@ Metric definitions (all against the reference labels):
   absolute of ``(E_pred - E_ref) / N`` over frames, in meV per atom.
 * ``force_rmse_mev_per_A`` / ``force_mae_mev_per_A``: over every Cartesian force
   component of every atom of frames that have forces, in meV/Angstrom.
+
+For a committee checkpoint the predictions are the committee mean, and the report adds the
+spread and its calibration (:func:`pbcgnn.committee.calibration_metrics`: Spearman rank
+correlation of per-frame spread and error, RMS error over RMS spread) and ``calibration.png``.
 """
 from __future__ import annotations
 
@@ -25,7 +29,8 @@ from torch_geometric.loader import DataLoader
 
 from .model import compute_properties
 
-__all__ = ["Predictions", "predict", "error_metrics", "evaluate", "evaluate_validation", "predictions_to_atoms"]
+__all__ = ["Predictions", "predict", "error_metrics", "prediction_metrics", "evaluate", "evaluate_validation",
+           "predictions_to_atoms"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +46,8 @@ class Predictions:
         has_forces: [F] bool, whether the frame has reference forces.
         sources: [F] where each frame came from (``path:line``).
         structures: per frame (z, pos, cell, pbc), to write the frames back out.
+        energy_std: [F] committee std of the total energy, eV (None for a single model).
+        forces_std: [N, 3] committee std of each force component, eV/Angstrom (or None).
     """
 
     energy: np.ndarray
@@ -51,6 +58,8 @@ class Predictions:
     has_forces: np.ndarray
     sources: list[str]
     structures: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
+    energy_std: np.ndarray | None = None
+    forces_std: np.ndarray | None = None
 
     @property
     def atom_has_forces(self) -> np.ndarray:
@@ -64,16 +73,25 @@ def predict(
     device: str | torch.device = "cpu",
     batch_size: int = 8,
 ) -> Predictions:
-    """Energies and forces of ``model`` on a dataset (or an iterable of batches)."""
+    """Energies and forces of ``model`` on a dataset (or an iterable of batches); for a
+    :class:`pbcgnn.committee.Committee`, the mean and the spread over its members."""
+    from .committee import Committee, committee_properties
+
     loader = data if isinstance(data, DataLoader) else DataLoader(data, batch_size=batch_size, shuffle=False)
     was_training = model.training
     model.eval()
-    parts: dict[str, list] = {k: [] for k in ("e", "eref", "n", "f", "fref", "hf")}
+    is_committee = isinstance(model, Committee)
+    parts: dict[str, list] = {k: [] for k in ("e", "eref", "n", "f", "fref", "hf", "estd", "fstd")}
     sources, structures = [], []
     for batch in loader:
         batch = batch.to(device)
         with torch.enable_grad():  # forces are derivatives even at inference
-            out = compute_properties(model, batch, forces=True, training=False)
+            if is_committee:
+                out = committee_properties(model, batch, forces=True)
+                parts["estd"].append(out["energy_std"].double().cpu())
+                parts["fstd"].append(out["forces_std"].double().cpu())
+            else:
+                out = compute_properties(model, batch, forces=True, training=False)
         parts["e"].append(out["energy"].detach().double().cpu())
         parts["eref"].append(batch.energy.double().cpu() if "energy" in batch else torch.full_like(out["energy"], float("nan")).cpu())
         parts["n"].append(batch.natoms.cpu())
@@ -84,8 +102,9 @@ def predict(
         for g in batch.cpu().to_data_list():
             structures.append((g.z.numpy(), g.pos.numpy(), g.cell[0].numpy(), g.pbc[0].numpy()))
     model.train(was_training)
-    cat = {k: torch.cat(v).numpy() for k, v in parts.items()}
-    return Predictions(cat["e"], cat["eref"], cat["n"], cat["f"], cat["fref"], cat["hf"].astype(bool), sources, structures)
+    cat = {k: torch.cat(v).numpy() for k, v in parts.items() if v}
+    return Predictions(cat["e"], cat["eref"], cat["n"], cat["f"], cat["fref"], cat["hf"].astype(bool), sources,
+                       structures, cat.get("estd"), cat.get("fstd"))
 
 
 def error_metrics(pred: Predictions) -> dict[str, float]:
@@ -114,6 +133,9 @@ def predictions_to_atoms(pred: Predictions) -> list[Atoms]:
         atoms.info["source"] = pred.sources[k]
         if pred.has_forces[k]:
             atoms.arrays["ref_forces"] = pred.forces_ref[start : start + n].copy()
+        if pred.energy_std is not None:
+            atoms.info["energy_std"] = float(pred.energy_std[k])
+            atoms.arrays["forces_std"] = pred.forces_std[start : start + n].copy()
         frames.append(atoms)
         start += n
     return frames
@@ -163,14 +185,14 @@ def evaluate_validation(
 
 
 def _report(named: dict[str, Predictions], out_dir: str | os.PathLike, plot: bool) -> dict[str, dict[str, float]]:
-    """metrics.json, predictions.xyz and parity.png for predictions per data source."""
+    """metrics.json, predictions.xyz and parity.png (committees: calibration.png) per data source."""
     import ase.io
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    results = {name: error_metrics(p) for name, p in named.items()}
-    total = _concat(list(named.values()))
-    results["total"] = error_metrics(total)
+    named = {**named, "total": _concat(list(named.values()))}
+    results = {name: prediction_metrics(p) for name, p in named.items()}
+    total = named["total"]
     with open(out / "metrics.json", "w") as f:
         json.dump(results, f, indent=2)
     ase.io.write(out / "predictions.xyz", predictions_to_atoms(total), format="extxyz")
@@ -178,13 +200,31 @@ def _report(named: dict[str, Predictions], out_dir: str | os.PathLike, plot: boo
         from .plots import parity_plot
 
         parity_plot(total, out / "parity.png")
+        if total.energy_std is not None:
+            from .plots import calibration_plot
+
+            calibration_plot(total, out / "calibration.png")
     return results
 
 
+def prediction_metrics(pred: Predictions) -> dict[str, float]:
+    """:func:`error_metrics`, plus the committee's spread and calibration
+    (:func:`pbcgnn.committee.calibration_metrics`) when the predictions carry one."""
+    metrics = error_metrics(pred)
+    if pred.energy_std is not None:
+        from .committee import calibration_metrics
+
+        metrics.update(calibration_metrics(pred))
+    return metrics
+
+
 def _concat(preds: list[Predictions]) -> Predictions:
+    spread = all(p.energy_std is not None for p in preds)
     return Predictions(
         *(np.concatenate([getattr(p, k) for p in preds]) for k in
           ("energy", "energy_ref", "natoms", "forces", "forces_ref", "has_forces")),
         sources=[s for p in preds for s in p.sources],
         structures=[s for p in preds for s in p.structures],
+        energy_std=np.concatenate([p.energy_std for p in preds]) if spread else None,
+        forces_std=np.concatenate([p.forces_std for p in preds]) if spread else None,
     )

@@ -1,4 +1,4 @@
-"""Parity plots of predictions against references; the only module importing matplotlib."""
+"""Parity, calibration and learning-curve plots; the only module importing matplotlib."""
 from __future__ import annotations
 
 import os
@@ -7,16 +7,21 @@ import numpy as np
 
 from .evaluate import Predictions, error_metrics
 
-__all__ = ["parity_plot"]
+__all__ = ["parity_plot", "calibration_plot", "learning_curve_plot"]
 
 
-def parity_plot(pred: Predictions, path: str | os.PathLike) -> None:
-    """Energy per atom (eV/atom) and force components (eV/Angstrom), predicted vs reference."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # files only; never needs a display
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def parity_plot(pred: Predictions, path: str | os.PathLike) -> None:
+    """Energy per atom (eV/atom) and force components (eV/Angstrom), predicted vs reference."""
+    plt = _pyplot()
     m = error_metrics(pred)
     fig, (ax_e, ax_f) = plt.subplots(1, 2, figsize=(10, 4.6), constrained_layout=True)
     e_ref, e = pred.energy_ref / pred.natoms, pred.energy / pred.natoms
@@ -38,3 +43,66 @@ def _panel(ax, ref: np.ndarray, pred: np.ndarray, label: str, title: str) -> Non
     ax.set_xlabel(f"reference {label}")
     ax.set_ylabel(f"predicted {label}")
     ax.set_title(title, fontsize=10)
+
+
+def calibration_plot(pred: Predictions, path: str | os.PathLike) -> None:
+    """Committee spread vs actual error of its mean, per frame, for energy (meV/atom) and
+    forces (meV/Angstrom), on log axes with the line error = spread."""
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+
+    from .committee import calibration_metrics, frame_errors, frame_spread
+
+    plt = _pyplot()
+    m = calibration_metrics(pred)
+    spread = frame_spread(pred.energy_std, pred.forces_std, pred.natoms)
+    err = frame_errors(pred)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), constrained_layout=True)
+    for ax, key, unit, rho, factor in ((axes[0], "energy", "meV/atom", m["spearman_energy"], m["calibration_energy"]),
+                                       (axes[1], "forces", "meV/A", m["spearman_forces"], m["calibration_forces"])):
+        x, y = 1000 * spread[key], 1000 * err[key]
+        ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
+        if ok.any():
+            lo, hi = float(min(x[ok].min(), y[ok].min())), float(max(x[ok].max(), y[ok].max()))
+            ax.plot([lo, hi], [lo, hi], color="0.6", lw=1, label="error = spread")
+            ax.scatter(x[ok], y[ok], s=8, alpha=0.6)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            subs = (1.0, 2.0, 5.0) if hi / lo < 100 else (1.0,)  # narrow ranges: more labels
+            for axis in (ax.xaxis, ax.yaxis):
+                axis.set_major_locator(LogLocator(base=10, subs=subs))
+                axis.set_major_formatter(FormatStrFormatter("%g"))
+                axis.set_minor_formatter(NullFormatter())
+            ax.legend(loc="upper left", fontsize=8)
+        ax.set_xlabel(f"committee spread per frame ({unit})")
+        ax.set_ylabel(f"error of the mean per frame ({unit})")
+        ax.set_title(f"{key}: Spearman {rho:.2f}, RMS error / RMS spread {factor:.2f}", fontsize=10)
+    fig.suptitle(f"{len(pred.natoms)} frames, committee calibration")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def learning_curve_plot(panels: dict[str, dict[str, dict[int, float]]], path: str | os.PathLike,
+                        title: str = "") -> None:
+    """Error vs number of training frames on log-log axes: one panel per quantity, one line per method.
+
+    Args:
+        panels: axis label (with unit) -> method name -> {frames: error}.
+        path: the PNG to write.
+        title: figure title.
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), constrained_layout=True,
+                             squeeze=False)
+    for ax, (ylabel, curves) in zip(axes[0], panels.items()):
+        for name, points in curves.items():
+            ks = sorted(k for k, v in points.items() if np.isfinite(v))
+            if ks:
+                ax.plot(ks, [points[k] for k in ks], marker="o", label=name)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("training frames of the target data")
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

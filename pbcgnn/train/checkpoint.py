@@ -17,6 +17,13 @@ weights_only=True)`` reads it and a file someone sent you cannot run code:
 ``train_state``    optimizer, scheduler, raw and EMA weights, RNG and loop state
                    for ``--resume`` (``last.pt``); absent when stripped
 =================  =============================================================
+
+A committee checkpoint (``pbcgnn train --committee N``) has the same keys; ``model`` is the
+state dict of a :class:`pbcgnn.committee.Committee` (keys ``members.K.*``), and ``members``
+lists per member its ``seed``, ``epoch``, ``metrics`` and run folder. ``config`` is the
+committee's (``committee.size`` = N); each member's own folder holds its single-model
+checkpoints. ``train_state`` of a committee's ``last.pt`` only marks it resumable (each member
+resumes from its own ``last.pt``).
 """
 from __future__ import annotations
 
@@ -32,7 +39,8 @@ from ..errors import InputError
 from ..model import SchNet
 from .config import Config
 
-__all__ = ["FORMAT_VERSION", "save_checkpoint", "read_checkpoint", "load_checkpoint", "build_model"]
+__all__ = ["FORMAT_VERSION", "save_checkpoint", "read_checkpoint", "load_checkpoint", "model_from_checkpoint",
+           "build_model"]
 
 FORMAT_VERSION = 1
 
@@ -81,7 +89,7 @@ def build_model(config: Config) -> SchNet:
 
 def load_checkpoint(
     path: str | os.PathLike, device: str | torch.device = "cpu", dtype: str | None = None
-) -> tuple[SchNet, dict[str, Any]]:
+) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild the trained model from a checkpoint.
 
     Args:
@@ -90,12 +98,29 @@ def load_checkpoint(
         dtype: ``"float32"``/``"float64"`` to override the trained dtype (e.g. float64 for MD).
 
     Returns:
-        ``(model, checkpoint)`` with the model in eval mode.
+        ``(model, checkpoint)`` with the model in eval mode: a :class:`SchNet`, or for a
+        committee checkpoint a :class:`pbcgnn.committee.Committee` of them (same ``forward``,
+        returning the members' mean energy; ``members`` and ``cutoff`` attributes).
     """
     ckpt = read_checkpoint(path)
+    return model_from_checkpoint(ckpt, device, dtype, path=path), ckpt
+
+
+def model_from_checkpoint(
+    ckpt: dict[str, Any], device: str | torch.device = "cpu", dtype: str | None = None,
+    path: str | os.PathLike | None = None,
+) -> torch.nn.Module:
+    """The model (SchNet or Committee) of a checkpoint dict, in eval mode; see :func:`load_checkpoint`."""
     config = Config.from_dict(ckpt["config"])
-    model = build_model(config)
+    if "members" in ckpt:
+        from ..committee import Committee
+
+        model = Committee([build_model(config) for _ in ckpt["members"]])
+    elif config.committee.size > 1:
+        raise InputError("committee run not finished: no members combined yet (resume it)", path=path)
+    else:
+        model = build_model(config)
     model.load_state_dict(ckpt["model"])
     if dtype is not None:
         model = model.to(getattr(torch, dtype))
-    return model.to(device).eval(), ckpt
+    return model.to(device).eval()

@@ -8,7 +8,7 @@ from typing import Any
 from ..errors import InputError
 from ..units import ENERGY_UNITS, LENGTH_UNITS
 
-__all__ = ["DataConfig", "ModelConfig", "TrainConfig", "Config"]
+__all__ = ["DataConfig", "ModelConfig", "TrainConfig", "TransferConfig", "CommitteeConfig", "Config"]
 
 
 def _check(cond: bool, message: str) -> None:
@@ -114,17 +114,79 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class TransferConfig:
+    """Fine-tuning from a trained checkpoint, e.g. to a higher level of theory.
+
+    The architecture and cutoff come from the checkpoint (:func:`pbcgnn.transfer.resolve_config`;
+    ``model.dtype`` stays this run's). The per-element reference energies E0 are always refitted
+    on the new training frames, as the residual of the pretrained network: absolute energies of
+    two levels of theory differ by eV per atom.
+
+    Attributes:
+        init_from: checkpoint to start from (``None``: train from scratch).
+        init_member: for a committee checkpoint, the member to start from (0-based).
+        freeze: parameter groups kept fixed: ``embedding``, ``interactions`` (all),
+            ``interactions:I`` or ``interactions:I-J`` (0-based, inclusive), ``readout``.
+        keep_scale: keep the checkpoint's energy scale. Otherwise the scale is re-estimated as
+            the RMS force of the new frames and the readout's last layer is multiplied by
+            old/new scale, so training starts from the pretrained function (only E0 changes). Frames
+            without forces give no scale: it is then kept. A frozen readout needs ``keep_scale``.
+    """
+
+    init_from: str | None = None
+    init_member: int = 0
+    freeze: tuple[str, ...] = ()
+    keep_scale: bool = False
+
+    def validate(self) -> None:
+        from ..transfer import parse_freeze  # local: transfer imports torch
+
+        _check(self.init_member >= 0, f"expected init_member >= 0, found {self.init_member}")
+        _check(self.init_from is not None or not self.freeze, "freeze needs init_from (a checkpoint)")
+        _check(self.init_from is not None or not self.keep_scale, "keep_scale needs init_from (a checkpoint)")
+        groups = parse_freeze(self.freeze)
+        _check(self.keep_scale or "readout" not in groups,
+               "a frozen readout keeps the pretrained energy scale: set keep_scale (--keep-scale)")
+
+
+@dataclass(frozen=True)
+class CommitteeConfig:
+    """A committee of independently trained models, for uncertainty (:mod:`pbcgnn.committee`).
+
+    Attributes:
+        size: number of members; member k trains with seed ``train.seed + k`` into
+            ``out/member_k`` and the members are combined into one checkpoint.
+        bootstrap: each model trains on a bootstrap resample (drawn with replacement,
+            seeded by its ``train.seed``) of the training frames; applies to single runs too.
+    """
+
+    size: int = 1
+    bootstrap: bool = False
+
+    def validate(self) -> None:
+        _check(self.size >= 1, f"expected a committee size >= 1, found {self.size}")
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything a run needs; ``asdict(config)`` is stored in every checkpoint."""
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
+    committee: CommitteeConfig = field(default_factory=CommitteeConfig)
 
     def validate(self) -> Config:
         self.data.validate()
         self.model.validate()
         self.train.validate()
+        self.transfer.validate()
+        self.committee.validate()
+        if self.transfer.freeze:
+            from ..transfer import parse_freeze
+
+            parse_freeze(self.transfer.freeze, self.model.num_interactions)  # indices in range
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -144,6 +206,8 @@ class Config:
             data=build(DataConfig, d.get("data", {})),
             model=build(ModelConfig, d.get("model", {})),
             train=build(TrainConfig, d.get("train", {})),
+            transfer=build(TransferConfig, d.get("transfer", {})),  # absent in older checkpoints
+            committee=build(CommitteeConfig, d.get("committee", {})),
         )
 
     def replace(self, **sections: dict[str, Any]) -> Config:

@@ -1,4 +1,9 @@
-"""fit(): AdamW, ReduceLROnPlateau, EMA, validation, TensorBoard, checkpoints, early stop, resume."""
+"""fit(): AdamW, ReduceLROnPlateau, EMA, validation, TensorBoard, checkpoints, early stop, resume.
+
+Fine-tuning (``config.transfer``: start from a checkpoint, refit E0, freeze groups) and
+bootstrap resampling (``config.committee.bootstrap``) happen here; committees of several
+models are trained member by member by :func:`pbcgnn.train.committee.fit_committee`.
+"""
 from __future__ import annotations
 
 import logging
@@ -11,17 +16,22 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch_geometric.loader import DataLoader
 
+from ..committee import bootstrap_indices
 from ..dataset import FrameDataset
 from ..errors import InputError, TrainingError
 from ..evaluate import error_metrics, predict
 from ..model import compute_properties
 from ..model.reference import estimate_scale, fit_reference_energies
+from ..transfer import freeze_parameters, load_init_weights, refit_reference, resolve_config
 from .checkpoint import build_model, read_checkpoint, save_checkpoint
 from .config import Config
-from .loss import energy_force_loss
+from . import distributed
+from .distributed import make_sampler
+from .loss import energy_force_loss, loss_denominators
 
 __all__ = ["fit", "FitResult", "resolve_device", "load_datasets"]
 
@@ -97,19 +107,28 @@ def fit(
     progress: bool = True,
     datasets: tuple[FrameDataset, FrameDataset] | None = None,
 ) -> FitResult:
-    """Train a SchNet potential; write ``best.pt``, ``last.pt`` and TensorBoard logs to ``out_dir``.
+    """Train a SchNet potential (or a committee); write ``best.pt``, ``last.pt`` and TensorBoard
+    logs to ``out_dir``.
+
+    With ``config.transfer.init_from`` the run fine-tunes that checkpoint: architecture and
+    cutoff from it (:func:`pbcgnn.transfer.resolve_config`), its weights as the start, E0 refitted
+    (and the scale re-estimated unless ``keep_scale``) on the training frames, ``freeze`` groups
+    fixed. With ``config.committee.size`` N > 1, N members are trained into ``out_dir/member_K``
+    and combined (:func:`pbcgnn.train.committee.fit_committee`).
 
     Args:
-        config: validated options; when resuming, the options stored in ``last.pt`` are
+        config: options (validated here); when resuming, the options stored in ``last.pt`` are
             used and only ``train.epochs`` and ``train.max_minutes`` may differ.
         out_dir: output folder (created).
         resume: continue from ``out_dir/last.pt``; reaches the same weights as an
             uninterrupted run with the same seed (on the same device).
         progress: show a progress bar.
-        datasets: ``(train, val)`` to use instead of reading ``config.data``.
+        datasets: ``(train, val)`` to use instead of reading ``config.data``; graphs built with
+            a cutoff of at least the model's.
 
     Raises:
         TrainingError: the loss became NaN or inf; names the frames of the batch.
+        InputError: bad options, data or checkpoints.
     """
     from torch.utils.tensorboard import SummaryWriter
     from tqdm.auto import tqdm
@@ -123,19 +142,39 @@ def fit(
         stored = Config.from_dict(ckpt["config"])
         config = stored.replace(train={"epochs": config.train.epochs, "max_minutes": config.train.max_minutes})
         state = ckpt["train_state"]
+    elif config.transfer.init_from is not None:
+        config = resolve_config(config)
     config.validate()
+    if config.committee.size > 1:
+        from .committee import fit_committee
+
+        return fit_committee(config, out, resume=resume, progress=progress, datasets=datasets)
     tc = config.train
-    device = resolve_device(tc.device)
+    ctx = distributed.setup(resolve_device(tc.device))
+    device = distributed.device_for(ctx, resolve_device(tc.device))
     torch.manual_seed(tc.seed)
     train_set, val_set = datasets if datasets is not None else load_datasets(config)
+    if config.committee.bootstrap:
+        train_set = train_set[bootstrap_indices(len(train_set), tc.seed)]
+        log.info("bootstrap resample (seed %d): %d frames, %d distinct", tc.seed, len(train_set),
+                 len(set(train_set.indices())))
     model = build_model(config).to(device)
-    reference_info = _fit_reference(model, train_set) if state is None else state["reference"]
+    if state is not None:
+        reference_info = state["reference"]
+    elif config.transfer.init_from is not None:
+        load_init_weights(model, config.transfer.init_from, config.transfer.init_member)
+        reference_info = refit_reference(model, train_set, config.transfer.keep_scale, device)
+    else:
+        reference_info = _fit_reference(model, train_set)
+    freeze_parameters(model, config.transfer.freeze)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
+        raise InputError(f"every parameter is frozen ({', '.join(config.transfer.freeze)}): nothing to train")
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema_decay), use_buffers=True) \
         if tc.ema_decay > 0 else None
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    optimizer = torch.optim.AdamW(trainable, lr=tc.lr, weight_decay=tc.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, factor=tc.lr_factor, patience=tc.lr_patience, min_lr=tc.min_lr)
-    shuffle = torch.Generator().manual_seed(tc.seed)
     loop = {"epoch": 0, "best_loss": math.inf, "bad_epochs": 0, "history": [], "best_metrics": {}}
     if state is not None:
         model.load_state_dict(state["model"])
@@ -143,50 +182,33 @@ def fit(
             ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        shuffle.set_state(state["shuffle_rng"])
         torch.set_rng_state(state["torch_rng"])
         loop = state["loop"]
-    train_loader = DataLoader(train_set, batch_size=tc.batch_size, shuffle=True, generator=shuffle)
+    # One sampler for one process or many: the shuffle depends only on seed and epoch, so W
+    # processes see the same global batches as one, and a resumed run the same as an unbroken one.
+    sampler, per_rank = make_sampler(train_set, ctx, tc.batch_size, tc.seed)
+    train_loader = DataLoader(train_set, batch_size=per_rank, sampler=sampler)
     val_loader = DataLoader(val_set, batch_size=max(tc.batch_size, 8), shuffle=False)
+    net = DistributedDataParallel(model) if ctx.distributed else model
     eval_model = ema.module if ema is not None else model
-    writer = SummaryWriter(log_dir=os.fspath(out))
-    log.info("training on %d frames, validating on %d, device %s, %d parameters", len(train_set), len(val_set),
-             device, sum(p.numel() for p in model.parameters()))
+    writer = SummaryWriter(log_dir=os.fspath(out)) if ctx.is_main else None
+    log.info("training on %d frames, validating on %d, device %s, %d process(es), %d parameters (%d trainable)",
+             len(train_set), len(val_set), device, ctx.world_size, sum(p.numel() for p in model.parameters()),
+             sum(p.numel() for p in trainable))
 
     t_start, stopped = time.monotonic(), "epochs"
-    bar = tqdm(range(loop["epoch"], tc.epochs), initial=loop["epoch"], total=tc.epochs, disable=not progress,
-               desc="epochs", unit="epoch")
+    bar = tqdm(range(loop["epoch"], tc.epochs), initial=loop["epoch"], total=tc.epochs,
+               disable=not (progress and ctx.is_main), desc="epochs", unit="epoch")
     for epoch in bar:
         t0 = time.monotonic()
-        model.train()
-        sums = {"loss": 0.0, "energy": 0.0, "force": 0.0}
-        n_batches = 0
-        for batch in train_loader:
-            batch = batch.to(device)
-            pred = compute_properties(model, batch, forces=True, training=True)
-            loss, terms = energy_force_loss(pred, batch, tc.energy_weight, tc.force_weight)
-            if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"epoch {epoch + 1}: loss is {loss.item()} on frames {', '.join(batch.source)}; "
-                    f"training stopped, the last good checkpoints in {out} are kept")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if tc.clip_grad > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip_grad)
-            optimizer.step()
-            if ema is not None:
-                ema.update_parameters(model)
-            sums["loss"] += loss.item()
-            sums["energy"] += terms["energy"].item()
-            sums["force"] += terms["force"].item()
-            n_batches += 1
-        val = _validate(eval_model, val_loader, device, tc)
+        sampler.set_epoch(epoch)
+        train_terms = _train_epoch(net, model, ema, optimizer, trainable, train_loader, tc, ctx, device, epoch, out)
+        val = _validate(eval_model, val_loader, device, tc)  # every rank: same frames, same decisions
         scheduler.step(val["loss"])
         epoch_time = time.monotonic() - t0
-        record = {"epoch": epoch + 1, **{f"train_{k}": v / n_batches for k, v in sums.items()},
+        record = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in train_terms.items()},
                   **{f"val_{k}": v for k, v in val.items()}, "lr": optimizer.param_groups[0]["lr"],
                   "epoch_time_s": epoch_time}
-        _log_epoch(writer, record)
         loop["history"].append(record)
         loop["epoch"] = epoch + 1
         improved = val["loss"] < loop["best_loss"]
@@ -198,27 +220,72 @@ def fit(
         log.info("epoch %d: train loss %.4g | val E RMSE %.3f meV/atom, F RMSE %.1f meV/A | lr %.2e | %.1f s",
                  epoch + 1, record["train_loss"], val["energy_rmse_mev_per_atom"], val["force_rmse_mev_per_A"],
                  record["lr"], epoch_time)
-        common = {"config": config.to_dict(), "elements": train_set.elements, "epoch": epoch + 1,
-                  "units": {"energy": "eV", "length": "Angstrom"}}
-        if improved:
-            save_checkpoint(out / "best.pt", {**common, "model": eval_model.state_dict(), "metrics": val})
-        train_state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                       "scheduler": scheduler.state_dict(), "shuffle_rng": shuffle.get_state(),
-                       "torch_rng": torch.get_rng_state(), "loop": loop, "reference": reference_info}
-        if ema is not None:
-            train_state["ema"] = ema.state_dict()
-        save_checkpoint(out / "last.pt", {**common, "model": eval_model.state_dict(), "metrics": val,
-                                          "train_state": train_state})
+        if ctx.is_main:  # rank 0 alone writes logs and checkpoints
+            _log_epoch(writer, record)
+            common = {"config": config.to_dict(), "elements": train_set.elements, "epoch": epoch + 1,
+                      "units": {"energy": "eV", "length": "Angstrom"}}
+            if improved:
+                save_checkpoint(out / "best.pt", {**common, "model": eval_model.state_dict(), "metrics": val})
+            train_state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                           "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(), "loop": loop,
+                           "reference": reference_info}
+            if ema is not None:
+                train_state["ema"] = ema.state_dict()
+            save_checkpoint(out / "last.pt", {**common, "model": eval_model.state_dict(), "metrics": val,
+                                              "train_state": train_state})
         if loop["bad_epochs"] >= tc.patience:
             stopped = "early stop"
             break
-        if tc.max_minutes is not None and time.monotonic() - t_start > 60 * tc.max_minutes:
+        if tc.max_minutes is not None and _elapsed(t_start, ctx) > 60 * tc.max_minutes:
             stopped = "time limit"
             break
     bar.close()
-    writer.close()
+    if writer is not None:
+        writer.close()
+    if ctx.distributed:
+        torch.distributed.barrier()  # the others wait until rank 0 has written its checkpoints
     log.info("stopped (%s) after %d epochs; best val: %s", stopped, loop["epoch"], loop["best_metrics"])
     return FitResult(out / "best.pt", out / "last.pt", loop["best_metrics"], loop["history"], stopped)
+
+
+def _train_epoch(net, model, ema, optimizer, trainable, loader, tc, ctx, device, epoch: int, out: Path) -> dict:
+    """One pass over this process's share of the training frames; returns mean loss terms.
+
+    ``net`` is ``model`` or its DistributedDataParallel wrapper. With W processes each loss is
+    normalised by the global batch and multiplied by W, because DDP averages the gradients.
+    """
+    model.train()
+    sums = torch.zeros(3, dtype=torch.float64)
+    n_batches = 0
+    for batch in loader:
+        batch = batch.to(device)
+        pred = compute_properties(net, batch, forces=True, training=True)
+        denominators = distributed.global_sum(loss_denominators(batch), ctx)
+        loss, terms = energy_force_loss(pred, batch, tc.energy_weight, tc.force_weight, denominators)
+        step = distributed.global_sum(torch.stack([loss.detach(), terms["energy"], terms["force"]]).double().cpu(), ctx)
+        if not torch.isfinite(step).all():  # the same verdict on every rank: none is left waiting
+            raise TrainingError(
+                f"epoch {epoch + 1}: loss is {loss.item()} on frames {', '.join(batch.source)}; "
+                f"training stopped, the last good checkpoints in {out} are kept")
+        optimizer.zero_grad(set_to_none=True)
+        (loss * ctx.world_size).backward()
+        if tc.clip_grad > 0:
+            torch.nn.utils.clip_grad_norm_(trainable, tc.clip_grad)
+        optimizer.step()
+        if ema is not None:
+            ema.update_parameters(model)
+        sums += step
+        n_batches += 1
+    means = (sums / max(n_batches, 1)).tolist()
+    return {"loss": means[0], "energy": means[1], "force": means[2]}
+
+
+def _elapsed(t_start: float, ctx) -> float:
+    """Wall time since ``t_start``, the largest over processes so all stop at the same epoch."""
+    elapsed = torch.tensor([time.monotonic() - t_start], dtype=torch.float64)
+    if ctx.distributed:
+        torch.distributed.all_reduce(elapsed, op=torch.distributed.ReduceOp.MAX)
+    return float(elapsed)
 
 
 def _log_epoch(writer, record: dict[str, float]) -> None:

@@ -18,11 +18,11 @@ from pbcgnn.train.loop import fit
 TINY = ModelConfig(hidden_channels=32, num_filters=32, num_interactions=2, num_rbf=20, cutoff=5.0, dtype="float64")
 
 
-def tiny_config(path, epochs=3, **train) -> Config:
+def tiny_config(path, epochs=3, lr=2e-3, **train) -> Config:
     return Config(
         data=DataConfig(paths=(str(path),), val_fraction=0.25, split_seed=1),
         model=TINY,
-        train=TrainConfig(epochs=epochs, batch_size=2, lr=2e-3, ema_decay=0.9, seed=7, device="cpu", **train),
+        train=TrainConfig(epochs=epochs, batch_size=2, lr=lr, ema_decay=0.9, seed=7, device="cpu", **train),
     )
 
 
@@ -31,7 +31,7 @@ def trained(shared_data, tmp_path_factory):
     """A tiny float64 SchNet trained briefly on the 16 shared RPBE-D3 water frames."""
     path = shared_data / "n2p2_h2o_rpbe_d3" / "input.data"
     out = tmp_path_factory.mktemp("trained")
-    result = fit(tiny_config(path, epochs=25), out, progress=False)
+    result = fit(tiny_config(path, epochs=40, lr=5e-3), out, progress=False)
     return path, result
 
 
@@ -98,9 +98,9 @@ def test_nonfinite_loss_stops_and_keeps_good_checkpoint(bundled_n2p2, tmp_path, 
     real = loop_mod.energy_force_loss
     calls = {"n": 0}
 
-    def poisoned(pred, batch, ew, fw):
+    def poisoned(pred, batch, ew, fw, denominators=None):
         calls["n"] += 1
-        loss, terms = real(pred, batch, ew, fw)
+        loss, terms = real(pred, batch, ew, fw, denominators)
         return (loss * float("nan") if calls["n"] > 6 else loss), terms  # 6 batches = epoch 1
 
     monkeypatch.setattr(loop_mod, "energy_force_loss", poisoned)

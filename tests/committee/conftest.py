@@ -1,0 +1,57 @@
+"""Fixtures for committees: a small real water file, random members, and a trained committee."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from pbcgnn.io import read_frames, write_frames
+from pbcgnn.model import SchNet
+from pbcgnn.train.config import CommitteeConfig, Config, DataConfig, ModelConfig, TrainConfig
+from pbcgnn.train.loop import fit
+
+TINY = ModelConfig(hidden_channels=16, num_filters=16, num_interactions=2, num_rbf=12, cutoff=4.5, dtype="float64")
+
+
+def _config(path: Path, size: int = 3, epochs: int = 4, bootstrap: bool = True) -> Config:
+    return Config(
+        data=DataConfig(paths=(str(path),), val_fraction=0.3, split_seed=2),
+        model=TINY,
+        train=TrainConfig(epochs=epochs, batch_size=2, lr=5e-3, ema_decay=0.9, seed=11, device="cpu"),
+        committee=CommitteeConfig(size=size, bootstrap=bootstrap),
+    )
+
+
+def _random_member(seed: int) -> SchNet:
+    """A tiny float64 SchNet with random weights (non-zero readout) and a reference energy."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = SchNet(hidden_channels=16, num_filters=16, num_interactions=2, num_rbf=12, cutoff=4.5).double()
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.1 * torch.randn_like(p))
+    model.reference.set_values({1: -13.6, 8: -430.0}, 0.5)
+    return model
+
+
+@pytest.fixture(scope="session")
+def helpers():
+    from types import SimpleNamespace
+
+    return SimpleNamespace(config=_config, random_member=_random_member, TINY=TINY)
+
+
+@pytest.fixture(scope="session")
+def water48_file(bundled_n2p2, tmp_path_factory) -> Path:
+    """The 10 frames of 16 H2O (48 atoms) of the bundled RPBE-D3 sample, as extended XYZ."""
+    path = tmp_path_factory.mktemp("water48") / "water48.xyz"
+    write_frames(path, [a for a in read_frames(bundled_n2p2) if len(a) == 48])
+    return path
+
+
+@pytest.fixture(scope="session")
+def committee_run(water48_file, tmp_path_factory):
+    """A committee of 3 bootstrap members trained for 4 epochs each: (FitResult, out_dir)."""
+    out = tmp_path_factory.mktemp("committee")
+    return fit(_config(water48_file), out, progress=False), out

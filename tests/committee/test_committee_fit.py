@@ -1,0 +1,129 @@
+"""Training a committee into one checkpoint; evaluation, calibration, selection, the calculator."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from pbcgnn.committee import Committee, committee_properties, frame_spread, select_frames
+from pbcgnn.dataset import FrameDataset
+from pbcgnn.errors import InputError
+from pbcgnn.evaluate import evaluate, predict
+from pbcgnn.graph import atoms_to_graph
+from pbcgnn.io import read_frames
+from pbcgnn.model import SchNet
+from pbcgnn.train.checkpoint import load_checkpoint, read_checkpoint
+from pbcgnn.train.loop import fit
+
+
+def test_committee_checkpoint_holds_distinct_members(committee_run):
+    result, out = committee_run
+    raw = torch.load(result.best, weights_only=True)
+    assert [m["seed"] for m in raw["members"]] == [11, 12, 13]
+    assert raw["config"]["committee"] == {"size": 3, "bootstrap": True}
+    model, ckpt = load_checkpoint(result.best)
+    assert isinstance(model, Committee) and len(model.members) == 3 and model.cutoff == 4.5
+    weights = [m.lin1.weight for m in model.members]
+    assert not torch.equal(weights[0], weights[1]) and not torch.equal(weights[1], weights[2])
+    for k in range(3):  # each member's own run is an ordinary single-model checkpoint
+        member, _ = load_checkpoint(out / f"member_{k}" / "best.pt")
+        assert isinstance(member, SchNet)
+        assert torch.equal(member.lin1.weight, weights[k])
+    for key in ("energy_rmse_mev_per_atom", "force_rmse_mev_per_A", "spearman_forces", "calibration_forces"):
+        assert key in result.metrics and key in ckpt["metrics"]
+    assert {rec["member"] for rec in result.history} == {0, 1, 2}
+
+
+def test_committee_forward_is_the_member_mean(committee_run, water48_file):
+    model, _ = load_checkpoint(committee_run[0].best)
+    data = atoms_to_graph(read_frames(water48_file)[0], model.cutoff)
+    args = (data.z, data.pos, data.edge_index, data.cell_offsets, data.cell)
+    energy = model(*args)
+    assert energy.shape == (1,) and energy.dtype == torch.float64
+    members = torch.stack([m(*args) for m in model.members])
+    torch.testing.assert_close(energy, members.mean(0), rtol=1e-15, atol=0)
+
+
+def test_committee_resume_reaches_the_same_weights(water48_file, helpers, tmp_path):
+    whole = fit(helpers.config(water48_file, size=2, epochs=2), tmp_path / "whole", progress=False)
+    fit(helpers.config(water48_file, size=2, epochs=1), tmp_path / "split", progress=False)
+    resumed = fit(helpers.config(water48_file, size=2, epochs=2), tmp_path / "split", resume=True, progress=False)
+    a, b = read_checkpoint(whole.last), read_checkpoint(resumed.last)
+    assert a["model"].keys() == b["model"].keys()
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_unfinished_committee_does_not_load(water48_file, helpers, tmp_path, monkeypatch):
+    from pbcgnn.train import loop
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "_fit_reference", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fit(helpers.config(water48_file, size=2, epochs=1), tmp_path, progress=False)
+    with pytest.raises(InputError, match="committee run not finished"):
+        load_checkpoint(tmp_path / "last.pt")
+
+
+def test_evaluate_reports_calibration(committee_run, water48_file, tmp_path):
+    results = evaluate(committee_run[0].best, [water48_file], tmp_path)
+    total = results["total"]
+    assert -1.0 <= total["spearman_forces"] <= 1.0 and -1.0 <= total["spearman_energy"] <= 1.0
+    assert total["force_spread_mev_per_A"] > 0 and total["calibration_forces"] > 0
+    assert json.loads((tmp_path / "metrics.json").read_text())["total"]["spearman_forces"] == total["spearman_forces"]
+    assert (tmp_path / "calibration.png").stat().st_size > 1000
+    import ase.io
+
+    frames = ase.io.read(tmp_path / "predictions.xyz", index=":")
+    assert frames[0].info["energy_std"] > 0 and frames[0].arrays["forces_std"].shape == (48, 3)
+
+
+@pytest.mark.parametrize("by", ["forces", "max_force", "energy"])
+def test_select_returns_the_frames_with_the_largest_spread(committee_run, water48_file, tmp_path, by):
+    model, _ = load_checkpoint(committee_run[0].best)
+    pool = read_frames(water48_file)
+    spreads = []
+    for atoms in pool:  # one frame at a time: an independent computation of the ranking value
+        data = atoms_to_graph(atoms, model.cutoff)
+        out = committee_properties(model, data)
+        spread = frame_spread(out["energy_std"].numpy(), out["forces_std"].numpy(), np.array([len(atoms)]))
+        spreads.append(spread[by][0])
+    expected = np.argsort(spreads)[::-1][:4].tolist()
+    rows = select_frames(committee_run[0].best, water48_file, 4, tmp_path / "input.data", by=by)
+    assert [r["pool_index"] for r in rows] == expected
+    np.testing.assert_allclose([r[by] for r in rows], np.sort(spreads)[::-1][:4], rtol=1e-6)
+    written = read_frames(tmp_path / "input.data", require_energy=False)  # n2p2, structures only
+    assert len(written) == 4 and all(a.calc is None or "energy" not in a.calc.results for a in written)
+    for atoms, k in zip(written, expected):
+        np.testing.assert_allclose(atoms.positions, pool[k].positions, atol=1e-12)
+
+
+def test_select_needs_a_committee(committee_run, water48_file, tmp_path):
+    _, out = committee_run
+    with pytest.raises(InputError, match="expected a committee checkpoint"):
+        select_frames(out / "member_0" / "best.pt", water48_file, 2, tmp_path / "sel.xyz")
+
+
+def test_calculator_exposes_the_spread(committee_run, water48_file):
+    from pbcgnn.calculator import PbcgnnCalculator
+
+    model, _ = load_checkpoint(committee_run[0].best)
+    atoms = read_frames(water48_file)[3].copy()
+    atoms.calc = PbcgnnCalculator(model)
+    energy = atoms.get_potential_energy()
+    ref = committee_properties(model, atoms_to_graph(atoms, model.cutoff))
+    assert energy == pytest.approx(float(ref["energy"][0]), rel=1e-12)
+    assert atoms.calc.results["energy_std"] == pytest.approx(float(ref["energy_std"][0]), rel=1e-9)
+    np.testing.assert_allclose(atoms.calc.results["forces_std"], ref["forces_std"].numpy(), rtol=1e-8, atol=1e-12)
+
+
+def test_predict_on_a_committee_matches_per_frame_properties(committee_run, water48_file):
+    model, _ = load_checkpoint(committee_run[0].best)
+    dataset = FrameDataset(water48_file, model.cutoff)
+    pred = predict(model, dataset, batch_size=4)
+    assert pred.energy_std.shape == (len(dataset),) and pred.forces_std.shape == (len(dataset) * 48, 3)
+    first = committee_properties(model, atoms_to_graph(read_frames(water48_file)[0], model.cutoff))
+    np.testing.assert_allclose(pred.forces_std[:48], first["forces_std"].numpy(), rtol=1e-8, atol=1e-12)
