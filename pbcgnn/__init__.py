@@ -22,6 +22,15 @@ _EXPORTS = {
     "SchNet": "pbcgnn.model",
     "compute_properties": "pbcgnn.model",
     "PbcgnnCalculator": "pbcgnn.calculator",
+    "Config": "pbcgnn.train.config",
+    "DataConfig": "pbcgnn.train.config",
+    "ModelConfig": "pbcgnn.train.config",
+    "TrainConfig": "pbcgnn.train.config",
+    "fit": "pbcgnn.train.loop",
+    "load_checkpoint": "pbcgnn.train.checkpoint",
+    "evaluate": "pbcgnn.evaluate",
+    "Committee": "pbcgnn.committee",
+    "select_frames": "pbcgnn.committee",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -35,6 +44,11 @@ def __getattr__(name: str) -> Any:
 
 if TYPE_CHECKING:  # for type checkers and IDEs only
     from .calculator import PbcgnnCalculator
+    from .committee import Committee, select_frames
+    from .evaluate import evaluate
+    from .train.checkpoint import load_checkpoint
+    from .train.config import Config, DataConfig, ModelConfig, TrainConfig
+    from .train.loop import fit
     from .dataset import FrameDataset
     from .errors import InputError
     from .graph import PeriodicInteractionGraph, atoms_to_graph
