@@ -31,6 +31,11 @@ _EXPORTS = {
     "evaluate": "pbcgnn.evaluate",
     "Committee": "pbcgnn.committee",
     "select_frames": "pbcgnn.committee",
+    "MDConfig": "pbcgnn.md",
+    "run_md": "pbcgnn.md",
+    "analyze": "pbcgnn.analysis",
+    "rdf": "pbcgnn.analysis",
+    "energy_drift": "pbcgnn.analysis",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -44,7 +49,9 @@ def __getattr__(name: str) -> Any:
 
 if TYPE_CHECKING:  # for type checkers and IDEs only
     from .calculator import PbcgnnCalculator
+    from .analysis import analyze, energy_drift, rdf
     from .committee import Committee, select_frames
+    from .md import MDConfig, run_md
     from .evaluate import evaluate
     from .train.checkpoint import load_checkpoint
     from .train.config import Config, DataConfig, ModelConfig, TrainConfig

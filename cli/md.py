@@ -1,0 +1,86 @@
+"""``pbcgnn md``: molecular dynamics of a structure with a trained checkpoint (ASE or OpenMM)."""
+from __future__ import annotations
+
+import click
+
+from pbcgnn.md.config import ENGINES, ENSEMBLES, MDConfig
+
+from .options import data_options
+
+_C = MDConfig()
+
+
+@click.command()
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
+@click.option("--structure", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Starting structure (extended XYZ, n2p2 input.data or any ASE format).")
+@click.option("--frame", type=int, default=-1, show_default=True,
+              help="Frame of --structure to start from (-1: the last, e.g. of a previous trajectory.xyz).")
+@data_options
+@click.option("--repeat", type=click.IntRange(min=1), nargs=3, default=(1, 1, 1), show_default=True,
+              help="Replicate the cell, e.g. 2 2 2 for 8x the atoms.")
+@click.option("--engine", type=click.Choice(ENGINES), default=_C.engine, show_default=True)
+@click.option("--ensemble", type=click.Choice(ENSEMBLES), default=_C.ensemble, show_default=True,
+              help="nve: Verlet; nvt: Langevin; npt: MTK (ase) or Langevin + Monte Carlo barostat (openmm).")
+@click.option("--temperature", type=click.FloatRange(min=0), default=_C.temperature_K, show_default=True,
+              help="Target temperature in K (and of the initial velocities).")
+@click.option("--timestep", type=click.FloatRange(min=0, min_open=True), default=_C.timestep_fs, show_default=True,
+              help="Time step in fs.")
+@click.option("--steps", type=click.IntRange(min=0), default=_C.steps, show_default=True)
+@click.option("--friction", type=click.FloatRange(min=0, min_open=True), default=_C.friction_per_ps,
+              show_default=True, help="Langevin friction in 1/ps (nvt; npt with openmm).")
+@click.option("--pressure", type=float, default=_C.pressure_bar, show_default=True, help="Pressure in bar (npt).")
+@click.option("--initial-temperature", type=click.FloatRange(min=0), default=None,
+              help="Temperature of the Maxwell-Boltzmann velocities in K [default: --temperature].")
+@click.option("--velocities", type=click.Choice(["maxwell", "file"]), default=_C.velocities, show_default=True,
+              help="maxwell: draw them (seeded); file: keep the structure's momenta.")
+@click.option("--seed", type=click.IntRange(min=0), default=_C.seed, show_default=True)
+@click.option("--interval", type=click.IntRange(min=1), default=_C.interval, show_default=True,
+              help="Steps between thermo.csv rows and trajectory frames.")
+@click.option("--skin", type=click.FloatRange(min=0), default=_C.skin, show_default=True,
+              help="Verlet skin of the neighbour list in A (0: rebuild every step).")
+@click.option("--openmm-platform", default=_C.openmm_platform, show_default=True,
+              help="OpenMM platform (Reference keeps positions in double precision).")
+@click.option("--beads", type=click.IntRange(min=1), default=_C.beads, show_default=True,
+              help="Ring-polymer beads: path-integral MD (openmm; nvt or nve). 1: classical.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda (for the model).")
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), default=None,
+              help="Model precision [default: as trained]; float64 for long NVE runs.")
+@click.option("--out", type=click.Path(file_okay=False), default="runs/md", show_default=True,
+              help="Folder for trajectory.xyz, thermo.csv and run.json.")
+@click.option("--analyze", "do_analyze", is_flag=True, help="Run `pbcgnn analyze` on OUT afterwards.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def md(checkpoint, structure, frame, fmt, length_unit, energy_unit, repeat, engine, ensemble, temperature, timestep,
+       steps, friction, pressure, initial_temperature, velocities, seed, interval, skin, openmm_platform, beads,
+       device, dtype, out, do_analyze, progress) -> None:
+    """Run MD of a STRUCTURE frame with the potential in CHECKPOINT.
+
+    Writes OUT/trajectory.xyz (extended XYZ with energies and forces), OUT/thermo.csv (time in
+    ps; energies in eV; temperature in K; volume in A^3) and OUT/run.json (speed in ns/day).
+    """
+    from pbcgnn.errors import InputError
+    from pbcgnn.io import read_frames
+    from pbcgnn.md import run_md
+    from pbcgnn.train.loop import resolve_device
+
+    config = MDConfig(engine=engine, ensemble=ensemble, temperature_K=temperature, timestep_fs=timestep,
+                      steps=steps, friction_per_ps=friction, pressure_bar=pressure,
+                      initial_temperature_K=initial_temperature, velocities=velocities, seed=seed,
+                      interval=interval, skin=skin, openmm_platform=openmm_platform, beads=beads).validate()
+    frames = read_frames(structure, format=fmt, length_unit=length_unit, energy_unit=energy_unit,
+                         require_energy=False)
+    if not -len(frames) <= frame < len(frames):
+        raise InputError(f"expected --frame in [{-len(frames)}, {len(frames) - 1}], found {frame}", path=structure)
+    atoms = frames[frame]
+    if tuple(repeat) != (1, 1, 1):
+        atoms = atoms.repeat(tuple(repeat))
+    result = run_md(checkpoint, atoms, config, out, device=str(resolve_device(device)), dtype=dtype,
+                    progress=progress)
+    click.echo(f"{result.steps} steps of {timestep:g} fs ({result.steps * timestep * 1e-3:g} ps), {len(atoms)} atoms, "
+               f"{engine} {ensemble}: {result.steps_per_s:.3g} steps/s, {result.ns_per_day:.3g} ns/day, "
+               f"{result.rebuilds} neighbour-list builds")
+    click.echo(f"wrote {out}/trajectory.xyz, thermo.csv, run.json")
+    if do_analyze:
+        from .analyze import report
+
+        report(out, out, r_max=6.0, nbins=120, skip_ps=0.0)
