@@ -43,6 +43,8 @@ _C = MDConfig()
               help="OpenMM platform (Reference keeps positions in double precision).")
 @click.option("--beads", type=click.IntRange(min=1), default=_C.beads, show_default=True,
               help="Ring-polymer beads: path-integral MD (openmm; nvt or nve). 1: classical.")
+@click.option("--tabulate", is_flag=True,
+              help="Tabulated filter networks: energy and forces within 1e-5 of the exact model, faster.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda (for the model).")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default=None,
               help="Model precision [default: as trained]; float64 for long NVE runs.")
@@ -52,7 +54,7 @@ _C = MDConfig()
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def md(checkpoint, structure, frame, fmt, length_unit, energy_unit, repeat, engine, ensemble, temperature, timestep,
        steps, friction, pressure, initial_temperature, velocities, seed, interval, skin, openmm_platform, beads,
-       device, dtype, out, do_analyze, progress) -> None:
+       tabulate, device, dtype, out, do_analyze, progress) -> None:
     """Run MD of a STRUCTURE frame with the potential in CHECKPOINT.
 
     Writes OUT/trajectory.xyz (extended XYZ with energies and forces), OUT/thermo.csv (time in
@@ -66,7 +68,8 @@ def md(checkpoint, structure, frame, fmt, length_unit, energy_unit, repeat, engi
     config = MDConfig(engine=engine, ensemble=ensemble, temperature_K=temperature, timestep_fs=timestep,
                       steps=steps, friction_per_ps=friction, pressure_bar=pressure,
                       initial_temperature_K=initial_temperature, velocities=velocities, seed=seed,
-                      interval=interval, skin=skin, openmm_platform=openmm_platform, beads=beads).validate()
+                      interval=interval, skin=skin, openmm_platform=openmm_platform, beads=beads,
+                      tabulate=tabulate).validate()
     frames = read_frames(structure, format=fmt, length_unit=length_unit, energy_unit=energy_unit,
                          require_energy=False)
     if not -len(frames) <= frame < len(frames):

@@ -68,6 +68,7 @@ class MDConfig:
     skin: float = 1.0
     openmm_platform: str = "Reference"
     beads: int = 1
+    tabulate: bool = False
 
     def validate(self) -> MDConfig:
         """Raise :class:`InputError` for an impossible option; returns self."""

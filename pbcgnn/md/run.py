@@ -103,7 +103,8 @@ def run_md(
     else:
         from ..calculator import PbcgnnCalculator
 
-        calc = PbcgnnCalculator.from_checkpoint(potential, device=device, dtype=dtype, skin=config.skin)
+        calc = PbcgnnCalculator.from_checkpoint(potential, device=device, dtype=dtype, skin=config.skin,
+                                                tabulate=config.tabulate)
     start = initial_state(atoms, config)
     out = Path(out_dir)
     with MDRecorder(out, config.steps, config.timestep_fs, progress=progress) as recorder:

@@ -1,18 +1,25 @@
 """SchNet energy model: embedding -> interactions -> atomwise MLP -> float64 scatter-add energy."""
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import Tensor
 from torch.nn import Embedding, Linear, ModuleList
 from torch_geometric.data import Data
 from torch_geometric.utils import scatter
 
-from ..neighbors import edge_vectors
-from .cfconv import InteractionBlock, shifted_softplus
+from ..neighbors import edge_vectors, mirror_pairs, spatial_order
+from .cfconv import InteractionBlock, filter_network, shifted_softplus
+from .chunked import chunked_aggregate
 from .radial import CosineCutoff, GaussianRBF
 from .reference import AtomicReference
 
-__all__ = ["SchNet"]
+__all__ = ["SchNet", "SPATIAL_ORDER_MIN_ATOMS"]
+
+#: From this many atoms (all frames together) the model relabels atoms in Morton order
+#: internally (:func:`pbcgnn.neighbors.spatial_order`); [N, F] features then exceed the CPU cache.
+SPATIAL_ORDER_MIN_ATOMS = 8192
 
 
 class SchNet(torch.nn.Module):
@@ -26,10 +33,19 @@ class SchNet(torch.nn.Module):
 
     Distances come from the graph's integer image shifts, ``d_ji = |pos[j] - pos[i] +
     cell_offsets @ cell|`` (:mod:`pbcgnn.neighbors`), recomputed here so autograd reaches
-    positions and cell (forces, stress: :func:`pbcgnn.model.compute_properties`). The radial
-    basis and cosine envelope are evaluated once and shared by all interactions. Every
+    positions and cell (forces, stress: :func:`pbcgnn.model.compute_properties`). Every
     edge the graph holds is used (no neighbour cap); the graph must be built with a cutoff
-    of at least ``cutoff`` (edges beyond it contribute exactly zero).
+    of at least ``cutoff``. Edges beyond it contribute exactly zero and are dropped before
+    the filters, so a list built with a Verlet skin costs little more than a fresh one.
+
+    Speed without changing the function (results equal to float rounding): for a symmetric
+    edge list (every edge with its mirror, as pbcgnn's neighbour lists are; checked by
+    :func:`pbcgnn.neighbors.mirror_pairs`) distances, basis and filters are computed once
+    per pair and each pair carries both messages; in eval mode the convolutions run in edge
+    chunks with filters recomputed in the backward pass (:mod:`pbcgnn.model.chunked`), so
+    forces need ~250 bytes per edge; train mode keeps plain autograd, fastest for force
+    losses. From :data:`SPATIAL_ORDER_MIN_ATOMS` atoms the atoms are relabelled internally
+    along a space-filling curve for cache locality; outputs keep the caller's order.
 
     dtype: the network runs in its parameters' dtype (float32 by default; ``.double()``
     for tests); ``pos`` and ``cell`` are cast inside :meth:`forward`, so gradients still
@@ -117,15 +133,53 @@ class SchNet(torch.nn.Module):
             if cell.shape[0] != 1:
                 raise ValueError(f"SchNet: batch is required for {cell.shape[0]} cells")
             batch = torch.zeros_like(z)
+        pairs = mirror_pairs(edge_index, cell_offsets)  # [E/2] one edge per mirror pair, or None
+        symmetric = pairs is not None
+        if symmetric:
+            edge_index, cell_offsets = edge_index[:, pairs], cell_offsets[pairs]
+        inverse = None
+        if z.shape[0] >= SPATIAL_ORDER_MIN_ATOMS:  # relabel atoms in space-filling-curve order
+            order = spatial_order(pos, cell, batch)  # [N]
+            inverse = torch.empty_like(order)
+            inverse[order] = torch.arange(order.numel(), device=order.device)
+            z, pos, batch, edge_index = z[order], pos[order], batch[order], inverse[edge_index]
+            by_centre = torch.argsort(edge_index[1], stable=True)  # chunks of edges around one place
+            edge_index, cell_offsets = edge_index[:, by_centre], cell_offsets[by_centre]
         # Cast at the boundary; .to() is differentiable, so float64 pos/cell still get gradients.
         vec = edge_vectors(pos.to(dtype), edge_index, cell_offsets, cell.to(dtype), batch)  # [E, 3]
         d = torch.linalg.vector_norm(vec, dim=-1)  # [E] Angstrom
-        rbf, env = self.rbf(d), self.envelope(d)  # [E, K], [E]: once, shared by all blocks
-        h = self.embedding(z)  # [N, H]
-        for block in self.interactions:
-            h = h + block(h, edge_index, rbf, env)
+        inside = d < self.envelope.cutoff.to(dtype)  # [E]; beyond: exactly zero message and gradient
+        if not bool(inside.all()):
+            keep = inside.nonzero().squeeze(1)
+            edge_index, d = edge_index[:, keep], d[keep]
+        h = self.interact(self.embedding(z), edge_index, d, symmetric)  # [N, H]
         y = self.lin2(shifted_softplus(self.lin1(h))).squeeze(-1)  # [N]
-        return self.reference(y, z)  # [N] float64 eV
+        energies = self.reference(y, z)  # [N] float64 eV
+        return energies if inverse is None else energies[inverse]  # in the caller's atom order
+
+    def interact(self, h: Tensor, edge_index: Tensor, d: Tensor, symmetric: bool) -> Tensor:
+        """The interaction blocks: ``h`` [N, H] -> [N, H] given edges [2, E] of length ``d`` [E].
+
+        In train mode the radial basis and envelope are evaluated once and shared by all
+        blocks; in eval mode each chunk recomputes them from ``d`` (:mod:`pbcgnn.model.chunked`),
+        so nothing of size [E, K] is kept (:class:`pbcgnn.model.tabulate.TabulatedSchNet`
+        replaces the filters by a table).
+        """
+        if self.training:
+            rbf, env = self.rbf(d), self.envelope(d)  # [E, K], [E]
+            for block in self.interactions:
+                h = h + block(h, edge_index, rbf, env, symmetric)
+            return h
+        # Eval: chunked sums that recompute basis and filters from d per chunk (no [E, K] kept).
+        for block in self.interactions:
+            filter_sum = partial(chunked_aggregate, filter_fn=self._filter, features=(d,),
+                                 params=block.conv.filter_params(), symmetric=symmetric)
+            h = h + block.convolve(h, edge_index, filter_sum)
+        return h
+
+    def _filter(self, d: Tensor, *params: Tensor) -> Tensor:
+        """Filters [E, F] at distances ``d`` [E] for the filter-network weights ``params``."""
+        return filter_network(self.rbf(d), self.envelope(d), *params)
 
     def forward(
         self,

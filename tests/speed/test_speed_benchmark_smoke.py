@@ -1,0 +1,29 @@
+"""benchmarks/speed/run.py runs end to end at a tiny size (no SchNetPack, no timing assertions)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+RUN = Path(__file__).resolve().parents[2] / "benchmarks" / "speed" / "run.py"
+
+
+def test_speed_benchmark_smoke(shared_data, tmp_path):
+    spec = importlib.util.spec_from_file_location("speed_run", RUN)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    tiny = {"hidden_channels": 8, "num_filters": 8, "num_interactions": 1, "num_rbf": 8}
+    report = bench.main([
+        "--data", str(shared_data / "deepmd_water" / "deepmd_water.xyz"), "--sizes", "192", "1536",
+        "--repeats", "1", "--train-steps", "1", "--train-batch", "2", "--no-schnetpack", "--no-compile",
+        "--tabulate-points", "201", "--peak-matmul", "256", "--memory-budget-gib", "0.5", "--model", json.dumps(tiny), "--out", str(tmp_path),
+    ])
+    written = json.loads((tmp_path / "result.json").read_text())
+    assert (tmp_path / "table.md").read_text().startswith("| atoms |")
+    small, large = written["inference"]
+    assert small["atoms"] == 192 and small["edges"] > 10_000
+    assert {"pbcgnn", "pbcgnn --tabulate", "dense"} <= set(small["energy_forces_s"])
+    assert "schnetpack" not in small["energy_forces_s"]
+    assert "dense" in large["skipped"]  # predicted beyond the 0.5 GiB budget: recorded, not run
+    assert report["training"]["frames_per_s"]["pbcgnn"] > 0
+    assert written["matmul_peak_gflops"] > 0 and small["model_gflop"] > 0
