@@ -50,9 +50,9 @@ class FilterTable(torch.nn.Module):
 
     In eval mode :meth:`filter_sum` runs edge chunk by edge chunk with :math:`dW/dd` in
     closed form (no autograd, nothing of size [E, F] kept) and, with ``compile=True``, each
-    chunk is one ``torch.compile``-fused kernel (lookup, polynomial, gathers, products,
-    scatter); if compilation fails it falls back to eager, with a warning. The first call
-    compiles (seconds; PyTorch caches the kernels on disk).
+    chunk is one ``torch.compile``-fused kernel (lookup, polynomial, gathers, products, and
+    the scatter on GPUs and single-threaded CPUs); if compilation fails it falls back to
+    eager, with a warning. The first call compiles (seconds; PyTorch caches kernels on disk).
 
     Args:
         nodes: [T, G, 2, F] values :math:`y_k` and scaled slopes :math:`m_k` per interaction.
@@ -118,26 +118,41 @@ def _hermite(d: Tensor, nodes: Tensor, r_min, inv_h, derivative: bool = False): 
     return w, dw * inv_h  # [E, F], [E, F] per Angstrom
 
 
-def _chunk_forward(x, a, b, d, valid, out, nodes, grid, symmetric: bool) -> None:  # noqa: ANN001
-    """out[b] += x[a] * W(d) (and out[a] += x[b] * W(d)) for one chunk; padded edges have valid = 0."""
+def _messages(x, a, b, d, valid, nodes, grid, symmetric: bool):  # noqa: ANN001, ANN201
+    """Messages x[a] * W(d) to b (and x[b] * W(d) to a) of one chunk, [C, F]; padded edges get 0."""
     w = _hermite(d, nodes, *grid)[0] * valid.unsqueeze(-1)  # [C, F]
-    out.index_add_(0, b, x.index_select(0, a) * w)
+    return x.index_select(0, a) * w, x.index_select(0, b) * w if symmetric else None
+
+
+def _chunk_forward(x, a, b, d, valid, out, nodes, grid, symmetric: bool) -> None:  # noqa: ANN001
+    """:func:`_messages` summed into ``out`` [N, F] inside the kernel."""
+    to_b, to_a = _messages(x, a, b, d, valid, nodes, grid, symmetric)
+    out.index_add_(0, b, to_b)
     if symmetric:
-        out.index_add_(0, a, x.index_select(0, b) * w)
+        out.index_add_(0, a, to_a)
 
 
-def _chunk_backward(g, x, a, b, d, valid, grad_x, nodes, grid, symmetric: bool) -> Tensor:  # noqa: ANN001
-    """Adds the chunk's part of dL/dx to ``grad_x``; returns dL/dd [C]."""
+def _gradients(g, x, a, b, d, valid, nodes, grid, symmetric: bool):  # noqa: ANN001, ANN201
+    """One chunk's dL/dx contributions at a (and b), [C, F], and dL/dd [C], from dL/dout ``g``."""
     w, dw = _hermite(d, nodes, *grid, derivative=True)
     w, dw = w * valid.unsqueeze(-1), dw * valid.unsqueeze(-1)  # [C, F]
     g_b = g.index_select(0, b)
     grad_w = g_b * x.index_select(0, a)  # [C, F]
-    grad_x.index_add_(0, a, g_b * w)
+    at_b = None
     if symmetric:
         g_a = g.index_select(0, a)
         grad_w = torch.addcmul(grad_w, g_a, x.index_select(0, b))
-        grad_x.index_add_(0, b, g_a * w)
-    return (grad_w * dw).sum(dim=1)  # [C]
+        at_b = g_a * w
+    return g_b * w, at_b, (grad_w * dw).sum(dim=1)
+
+
+def _chunk_backward(g, x, a, b, d, valid, grad_x, nodes, grid, symmetric: bool) -> Tensor:  # noqa: ANN001
+    """:func:`_gradients` summed into ``grad_x`` [N, F] inside the kernel; returns dL/dd [C]."""
+    at_a, at_b, grad_d = _gradients(g, x, a, b, d, valid, nodes, grid, symmetric)
+    grad_x.index_add_(0, a, at_a)
+    if symmetric:
+        grad_x.index_add_(0, b, at_b)
+    return grad_d
 
 
 _KERNELS: dict[str, object] = {}  # name -> compiled function, or None once compilation failed
@@ -191,15 +206,28 @@ def _grid(table: FilterTable, t: int, like: Tensor) -> tuple[Tensor, tuple[Tenso
     return table.nodes[t], grid
 
 
+def _fuse_scatter(x: Tensor) -> bool:
+    """Scatter inside the compiled kernel? Yes on GPUs and on one CPU thread; with several CPU
+    threads the generated code adds atomically and gets ~5x slower, so torch's index_add_ does it."""
+    return x.device.type != "cpu" or torch.get_num_threads() == 1
+
+
 class _TableSum(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, src, dst, d, options):  # noqa: ANN001
         table, t, symmetric = options
         nodes, grid = _grid(table, t, d)
+        fuse = _fuse_scatter(x)
         out = torch.zeros_like(x)
         with torch._dynamo.config.patch(recompile_limit=64):
             for _, a, b, dd, valid, _ in _chunks(src, dst, d, chunked.EDGE_CHUNK):
-                _run("forward", _chunk_forward, table.compile, x, a, b, dd, valid, out, nodes, grid, symmetric)
+                if fuse:
+                    _run("forward", _chunk_forward, table.compile, x, a, b, dd, valid, out, nodes, grid, symmetric)
+                    continue
+                to_b, to_a = _run("messages", _messages, table.compile, x, a, b, dd, valid, nodes, grid, symmetric)
+                out.index_add_(0, b, to_b)
+                if symmetric:
+                    out.index_add_(0, a, to_a)
         ctx.save_for_backward(x, src, dst, d)
         ctx.options = options
         return out
@@ -222,12 +250,20 @@ class _TableSum(torch.autograd.Function):
             gd = grads.pop(0) if ctx.needs_input_grad[3] else None
             return gx, None, None, gd, None
         nodes, grid = _grid(table, t, d)
+        fuse = _fuse_scatter(x)
         grad_x = torch.zeros_like(x)
         grad_d = torch.empty_like(d)
         with torch._dynamo.config.patch(recompile_limit=64):
             for start, a, b, dd, valid, n in _chunks(src, dst, d, chunked.EDGE_CHUNK):
-                gd = _run("backward", _chunk_backward, table.compile,
-                          grad_out, x, a, b, dd, valid, grad_x, nodes, grid, symmetric)
+                if fuse:
+                    gd = _run("backward", _chunk_backward, table.compile,
+                              grad_out, x, a, b, dd, valid, grad_x, nodes, grid, symmetric)
+                else:
+                    at_a, at_b, gd = _run("gradients", _gradients, table.compile,
+                                          grad_out, x, a, b, dd, valid, nodes, grid, symmetric)
+                    grad_x.index_add_(0, a, at_a)
+                    if symmetric:
+                        grad_x.index_add_(0, b, at_b)
                 grad_d[start : start + n] = gd[:n]
         return grad_x, None, None, grad_d, None
 

@@ -8,6 +8,7 @@ from torch_geometric.data import Batch
 
 from pbcgnn.graph import atoms_to_graph
 from pbcgnn.model import SchNet, compute_properties
+import pbcgnn.model.tabulate as tabulate_module
 from pbcgnn.model.tabulate import TabulatedSchNet, tabulate
 
 TOLERANCE = 1e-5  # the issue's bound; the default grid reaches ~1e-8 in float64
@@ -24,8 +25,10 @@ def errors(exact: dict, fast: dict, e_ref: float) -> dict[str, float]:
     return out
 
 
-@pytest.mark.parametrize("compile", [False, True])
-def test_tabulated_matches_exact_on_water(water, compile, make_model):
+@pytest.mark.parametrize("compile,fuse", [(False, True), (True, True), (True, False)])
+def test_tabulated_matches_exact_on_water(water, compile, fuse, make_model, monkeypatch):
+    """Eager kernels, compiled kernels with the scatter inside (GPU, one CPU thread) and outside."""
+    monkeypatch.setattr(tabulate_module, "_fuse_scatter", lambda x: fuse)
     model = make_model(hidden=64).eval()
     fast = tabulate(model, compile=compile)
     assert isinstance(fast, TabulatedSchNet) and not fast.training
