@@ -43,15 +43,20 @@ SPK_SCRIPT = Path(__file__).resolve().parent / "schnetpack_train.py"
 log = logging.getLogger("accuracy")
 
 
-def write_splits(name: str, path: Path, out: Path, seed: int, max_frames: int | None) -> dict[str, Path]:
-    """Shuffle, split 80/10/10 (at least one val and test frame) and write extxyz parts."""
-    frames = read_frames(path)
-    order = np.random.default_rng(seed).permutation(len(frames))
+def split_parts(n_frames: int, seed: int, max_frames: int | None = None) -> dict[str, np.ndarray]:
+    """Indices of the test, val and train parts (10/10/80, at least one val and test frame)."""
+    order = np.random.default_rng(seed).permutation(n_frames)
     if max_frames:
         order = order[:max_frames]
     n = len(order)
     n_test = n_val = max(1, round(0.1 * n))
-    parts = {"test": order[:n_test], "val": order[n_test : n_test + n_val], "train": order[n_test + n_val :]}
+    return {"test": order[:n_test], "val": order[n_test : n_test + n_val], "train": order[n_test + n_val :]}
+
+
+def write_splits(name: str, path: Path, out: Path, seed: int, max_frames: int | None) -> dict[str, Path]:
+    """Shuffle, split 80/10/10 (at least one val and test frame) and write extxyz parts."""
+    frames = read_frames(path)
+    parts = split_parts(len(frames), seed, max_frames)
     files = {}
     for part, idx in parts.items():
         files[part] = out / "splits" / name / f"{part}.xyz"

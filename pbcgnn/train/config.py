@@ -74,10 +74,16 @@ class TrainConfig:
     in eV/atom and eV/Angstrom; frames without forces add no force term.
 
     Attributes:
-        max_minutes: stop after this wall-clock time (``None``: no limit). A run that
-            stops on time is not bit-reproducible across machines; epochs are.
+        max_minutes: stop after this wall-clock time, resumed parts included (``None``: no
+            limit). A run limited by time is not bit-reproducible across machines; epochs are.
         patience: early stop after this many epochs without a better validation loss.
-        lr_patience, lr_factor, min_lr: ReduceLROnPlateau on the validation loss.
+        lr_schedule: ``cosine`` decays the learning rate from ``lr`` to ``min_lr`` along half a
+            cosine over the run's budget, step by step: the progress is the larger of the
+            fraction of ``epochs`` done and the fraction of ``max_minutes`` used, so a
+            time-limited run ends at ``min_lr`` whatever the machine. ``plateau`` halves it
+            (``lr_factor``) after ``lr_patience`` epochs without a better validation loss.
+        lr_patience, lr_factor: ReduceLROnPlateau on the validation loss (``plateau`` only).
+        min_lr: the floor of either schedule.
         ema_decay: exponential moving average of the weights used for validation and
             for the saved model (0 disables it).
         clip_grad: maximum gradient norm (0 disables clipping).
@@ -91,6 +97,7 @@ class TrainConfig:
     energy_weight: float = 100.0
     force_weight: float = 1.0
     ema_decay: float = 0.99
+    lr_schedule: str = "plateau"
     lr_patience: int = 10
     lr_factor: float = 0.5
     min_lr: float = 1e-6
@@ -107,6 +114,9 @@ class TrainConfig:
         _check(self.energy_weight >= 0 and self.force_weight >= 0, "expected non-negative loss weights")
         _check(self.energy_weight + self.force_weight > 0, "expected a non-zero loss weight")
         _check(0.0 <= self.ema_decay < 1.0, f"expected 0 <= ema_decay < 1, found {self.ema_decay}")
+        _check(self.lr_schedule in ("cosine", "plateau"),
+               f"expected lr_schedule cosine or plateau, found {self.lr_schedule!r}")
+        _check(0.0 <= self.min_lr < self.lr, f"expected 0 <= min_lr < lr, found min_lr {self.min_lr}, lr {self.lr}")
         _check(0.0 < self.lr_factor < 1.0, f"expected 0 < lr_factor < 1, found {self.lr_factor}")
         _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
                f"expected device auto, cpu or cuda, found {self.device!r}")

@@ -6,13 +6,14 @@ models are trained member by member by :func:`pbcgnn.train.committee.fit_committ
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -32,6 +33,7 @@ from .config import Config
 from . import distributed
 from .distributed import make_sampler
 from .loss import energy_force_loss, loss_denominators
+from .schedule import budget_progress, cosine_lr
 
 __all__ = ["fit", "FitResult", "resolve_device", "load_datasets"]
 
@@ -196,21 +198,30 @@ def fit(
              len(train_set), len(val_set), device, ctx.world_size, sum(p.numel() for p in model.parameters()),
              sum(p.numel() for p in trainable))
 
+    elapsed_before = loop.get("elapsed_s", 0.0)  # wall time of the resumed parts
     t_start, stopped = time.monotonic(), "epochs"
     bar = tqdm(range(loop["epoch"], tc.epochs), initial=loop["epoch"], total=tc.epochs,
                disable=not (progress and ctx.is_main), desc="epochs", unit="epoch")
     for epoch in bar:
         t0 = time.monotonic()
         sampler.set_epoch(epoch)
-        train_terms = _train_epoch(net, model, ema, optimizer, trainable, train_loader, tc, ctx, device, epoch, out)
+        lr_at = None
+        if tc.lr_schedule == "cosine":
+            elapsed, epoch_s = elapsed_before + _elapsed(t_start, ctx), loop.get("epoch_s", 0.0)
+            lr_at = functools.partial(_cosine_lr_at, tc, epoch, elapsed, epoch_s)
+        train_terms = _train_epoch(net, model, ema, optimizer, trainable, train_loader, tc, ctx, device, epoch, out,
+                                   lr_at)
         val = _validate(eval_model, val_loader, device, tc)  # every rank: same frames, same decisions
-        scheduler.step(val["loss"])
+        if tc.lr_schedule == "plateau":
+            scheduler.step(val["loss"])
         epoch_time = time.monotonic() - t0
         record = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in train_terms.items()},
                   **{f"val_{k}": v for k, v in val.items()}, "lr": optimizer.param_groups[0]["lr"],
                   "epoch_time_s": epoch_time}
         loop["history"].append(record)
         loop["epoch"] = epoch + 1
+        loop["elapsed_s"] = elapsed_before + _elapsed(t_start, ctx)  # the largest over processes
+        loop["epoch_s"] = epoch_time
         improved = val["loss"] < loop["best_loss"]
         if improved:
             loop["best_loss"], loop["bad_epochs"], loop["best_metrics"] = val["loss"], 0, val
@@ -236,7 +247,7 @@ def fit(
         if loop["bad_epochs"] >= tc.patience:
             stopped = "early stop"
             break
-        if tc.max_minutes is not None and _elapsed(t_start, ctx) > 60 * tc.max_minutes:
+        if tc.max_minutes is not None and loop["elapsed_s"] > 60 * tc.max_minutes:
             stopped = "time limit"
             break
     bar.close()
@@ -248,8 +259,11 @@ def fit(
     return FitResult(out / "best.pt", out / "last.pt", loop["best_metrics"], loop["history"], stopped)
 
 
-def _train_epoch(net, model, ema, optimizer, trainable, loader, tc, ctx, device, epoch: int, out: Path) -> dict:
+def _train_epoch(net, model, ema, optimizer, trainable, loader, tc, ctx, device, epoch: int, out: Path,
+                 lr_at: Callable[[int, int], float] | None = None) -> dict:
     """One pass over this process's share of the training frames; returns mean loss terms.
+
+    ``lr_at(step, steps)``, when given, sets the learning rate before every optimiser step.
 
     ``net`` is ``model`` or its DistributedDataParallel wrapper. With W processes each loss is
     normalised by the global batch and multiplied by W, because DDP averages the gradients.
@@ -257,7 +271,11 @@ def _train_epoch(net, model, ema, optimizer, trainable, loader, tc, ctx, device,
     model.train()
     sums = torch.zeros(3, dtype=torch.float64)
     n_batches = 0
-    for batch in loader:
+    steps = len(loader)
+    for step_index, batch in enumerate(loader):
+        if lr_at is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step_index, steps)
         batch = batch.to(device)
         pred = compute_properties(net, batch, forces=True, training=True)
         denominators = distributed.global_sum(loss_denominators(batch), ctx)
@@ -278,6 +296,10 @@ def _train_epoch(net, model, ema, optimizer, trainable, loader, tc, ctx, device,
         n_batches += 1
     means = (sums / max(n_batches, 1)).tolist()
     return {"loss": means[0], "energy": means[1], "force": means[2]}
+
+
+def _cosine_lr_at(tc, epoch: int, elapsed_s: float, epoch_s: float, step: int, steps: int) -> float:
+    return cosine_lr(tc.lr, tc.min_lr, budget_progress(tc, epoch, step, steps, elapsed_s, epoch_s))
 
 
 def _elapsed(t_start: float, ctx) -> float:

@@ -5,6 +5,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
@@ -44,3 +46,38 @@ def test_accuracy_smoke(shared_data, tmp_path):
     assert [p["n_train"] for p in results["curves"]["n2p2"]] == [3, 6]
     assert (tmp_path / "results.md").read_text().count("| n2p2 | pbcgnn |") == 1
     assert (tmp_path / "learning_curve.png").is_file()
+
+
+def _load(name: str, path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ablations_smoke(shared_data, tmp_path):
+    bench = _load("accuracy_ablations", BENCH / "accuracy" / "ablations.py")
+    tiny = json.dumps({"hidden_channels": 8, "num_filters": 8, "num_interactions": 1, "num_rbf": 8, "cutoff": 4.0})
+    args = ["--set", "n2p2", "--max-frames", "8", "--minutes", "0.05", "--out", str(tmp_path), "--device", "cpu",
+            "--train", json.dumps({"epochs": 2}), "--model", tiny]
+    bench.main([*args, "--variants", "plateau"])
+    results = bench.main([*args, "--variants", "ew1000"])  # a second invocation adds its row
+    assert set(results) == {"plateau", "ew1000"}
+    assert results["ew1000"]["train"] == {"epochs": 2, "energy_weight": 1000.0}
+    assert results["plateau"]["n_frames"] == 1 and results["plateau"]["epochs"] == 2
+    rows = [line for line in (tmp_path / "n2p2" / "ablations.md").read_text().splitlines() if line.startswith("| ")]
+    assert len(rows) == 3 and "energy_weight=1000.0" in rows[2]  # header + 2 rows
+
+
+def test_pretrained_script_smoke(shared_data, tmp_path):
+    bench = _load("accuracy_pretrained", BENCH / "accuracy" / "pretrained.py")
+    record = bench.main(["--max-frames", "10", "--regression-frames", "1", "--minutes", "1", "--out", str(tmp_path),
+                         "--", "--epochs", "1", "--features", "8", "--filters", "8", "--interactions", "1",
+                         "--rbf", "8", "--cutoff", "4.0"])
+    assert record["data"]["n_train"] == 8 and record["data"]["n_test"] == 1
+    assert record["command"].startswith("pbcgnn train ") and "--cutoff 4.0" in record["command"]
+    assert record["regression"]["metrics"]["n_frames"] == 1
+    # the regression frame is the first test frame: both evaluations agree on it
+    assert record["regression"]["metrics"]["force_rmse_mev_per_A"] == pytest.approx(
+        record["test"]["force_rmse_mev_per_A"], rel=1e-6)
+    assert not (tmp_path / "data").exists()  # nothing shipped without --ship

@@ -1,0 +1,29 @@
+"""Learning-rate schedules that follow a run's budget of epochs or wall-clock minutes."""
+from __future__ import annotations
+
+import math
+
+from .config import TrainConfig
+
+__all__ = ["cosine_lr", "budget_progress"]
+
+
+def cosine_lr(lr: float, min_lr: float, progress: float) -> float:
+    """Half a cosine from ``lr`` (progress 0) to ``min_lr`` (progress 1 and beyond)."""
+    p = min(max(progress, 0.0), 1.0)
+    return min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * p))
+
+
+def budget_progress(tc: TrainConfig, epoch: int, step: int, steps: int, elapsed_s: float, epoch_s: float) -> float:
+    """Fraction of the run's budget used before optimiser step ``step`` of ``steps`` in epoch
+    ``epoch`` (both 0-based): the larger of the epochs done and the minutes used.
+
+    Within an epoch the time is interpolated from ``elapsed_s`` (at the epoch's start) and
+    ``epoch_s`` (the previous epoch's duration, 0 for the first), rather than read from the
+    clock at every step: every data-parallel process then sets the same learning rate.
+    """
+    frac = step / max(steps, 1)
+    progress = (epoch + frac) / tc.epochs
+    if tc.max_minutes is not None:
+        progress = max(progress, (elapsed_s + frac * epoch_s) / (60.0 * tc.max_minutes))
+    return progress
