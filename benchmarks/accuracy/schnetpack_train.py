@@ -94,7 +94,8 @@ def main() -> None:
         scheduler_monitor="val_loss")
     trainer = pl.Trainer(
         accelerator="gpu" if cuda else "cpu", devices=1, max_epochs=100000,
-        max_time={"minutes": args.minutes}, default_root_dir=str(args.out), logger=False, enable_progress_bar=False,
+        max_time={"minutes": args.minutes}, default_root_dir=str(args.out),
+        logger=pl.loggers.CSVLogger(str(args.out), name="log", version=""),  # val_loss per epoch in log/metrics.csv enable_progress_bar=False,
         callbacks=[pl.callbacks.EarlyStopping("val_loss", patience=40),
                    pl.callbacks.ModelCheckpoint(dirpath=str(args.out), monitor="val_loss", filename="best")])
     t0 = time.monotonic()

@@ -67,6 +67,7 @@ def test_ablations_smoke(shared_data, tmp_path):
     assert results["plateau"]["n_frames"] == 1 and results["plateau"]["epochs"] == 2
     rows = [line for line in (tmp_path / "n2p2" / "ablations.md").read_text().splitlines() if line.startswith("| ")]
     assert len(rows) == 3 and "energy_weight=1000.0" in rows[2]  # header + 2 rows
+    assert results["ew1000"]["config"]["train"]["energy_weight"] == 1000.0
 
 
 def test_pretrained_script_smoke(shared_data, tmp_path):
