@@ -92,7 +92,7 @@ class TrainConfig:
 
     epochs: int = 200
     batch_size: int = 4
-    lr: float = 1e-3
+    lr: float = 3e-3
     weight_decay: float = 0.0
     energy_weight: float = 100.0
     force_weight: float = 1.0
