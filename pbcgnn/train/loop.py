@@ -205,10 +205,12 @@ def fit(
     for epoch in bar:
         t0 = time.monotonic()
         sampler.set_epoch(epoch)
+        # Wall times that drive the schedule are the largest over processes, so every rank
+        # sets the same learning rate.
+        elapsed = elapsed_before + _elapsed(t_start, ctx)
         lr_at = None
         if tc.lr_schedule == "cosine":
-            elapsed, epoch_s = elapsed_before + _elapsed(t_start, ctx), loop.get("epoch_s", 0.0)
-            lr_at = functools.partial(_cosine_lr_at, tc, epoch, elapsed, epoch_s)
+            lr_at = functools.partial(_cosine_lr_at, tc, epoch, elapsed, loop.get("epoch_s", 0.0))
         train_terms = _train_epoch(net, model, ema, optimizer, trainable, train_loader, tc, ctx, device, epoch, out,
                                    lr_at)
         val = _validate(eval_model, val_loader, device, tc)  # every rank: same frames, same decisions
@@ -220,8 +222,8 @@ def fit(
                   "epoch_time_s": epoch_time}
         loop["history"].append(record)
         loop["epoch"] = epoch + 1
-        loop["elapsed_s"] = elapsed_before + _elapsed(t_start, ctx)  # the largest over processes
-        loop["epoch_s"] = epoch_time
+        loop["elapsed_s"] = elapsed_before + _elapsed(t_start, ctx)
+        loop["epoch_s"] = loop["elapsed_s"] - elapsed
         improved = val["loss"] < loop["best_loss"]
         if improved:
             loop["best_loss"], loop["bad_epochs"], loop["best_metrics"] = val["loss"], 0, val
