@@ -65,9 +65,10 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     out = args.out / args.set
     out.mkdir(parents=True, exist_ok=True)
-    files = run.write_splits(args.set, run.SETS[args.set], out / f"seed{args.seed}", args.seed, args.max_frames) \
-        if not (out / f"seed{args.seed}" / "splits" / args.set / "test.xyz").is_file() else \
-        {k: out / f"seed{args.seed}" / "splits" / args.set / f"{k}.xyz" for k in ("train", "val", "test")}
+    # Written once and reused, so parallel invocations never rewrite files another one reads.
+    files = {k: out / f"seed{args.seed}" / "splits" / args.set / f"{k}.xyz" for k in ("train", "val", "test")}
+    if not files["test"].is_file():
+        files = run.write_splits(args.set, run.SETS[args.set], out / f"seed{args.seed}", args.seed, args.max_frames)
     results_path = out / "ablations.json"
     for name in args.variants:
         model, train = VARIANTS[name]

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     source = run.SETS["cheng"]
     files = run.write_splits("cheng", source, args.out, args.seed, args.max_frames)
-    parts = run.split_parts(len(ase.io.read(source, index=":")), args.seed, args.max_frames)
+    parts = json.loads((files["test"].parent / "indices.json").read_text())
     regression = [int(i) for i in parts["test"][: args.regression_frames]]
     reg_file = args.out / "regression.xyz"
     ase.io.write(reg_file, ase.io.read(files["test"], index=f":{args.regression_frames}"), format="extxyz")

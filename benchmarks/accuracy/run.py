@@ -54,14 +54,17 @@ def split_parts(n_frames: int, seed: int, max_frames: int | None = None) -> dict
 
 
 def write_splits(name: str, path: Path, out: Path, seed: int, max_frames: int | None) -> dict[str, Path]:
-    """Shuffle, split 80/10/10 (at least one val and test frame) and write extxyz parts."""
+    """Shuffle, split 80/10/10 (at least one val and test frame) and write extxyz parts, with
+    ``indices.json``: each part's frame indices in the source file."""
     frames = read_frames(path)
     parts = split_parts(len(frames), seed, max_frames)
+    folder = out / "splits" / name
+    folder.mkdir(parents=True, exist_ok=True)
     files = {}
     for part, idx in parts.items():
-        files[part] = out / "splits" / name / f"{part}.xyz"
-        files[part].parent.mkdir(parents=True, exist_ok=True)
+        files[part] = folder / f"{part}.xyz"
         ase.io.write(files[part], [frames[i] for i in idx], format="extxyz")
+    (folder / "indices.json").write_text(json.dumps({part: idx.tolist() for part, idx in parts.items()}))
     return files
 
 
