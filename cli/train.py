@@ -48,6 +48,8 @@ def bundled_data() -> Path:
               help="Weight of the force MSE ((eV/A)^2).")
 @click.option("--lr-schedule", type=click.Choice(["cosine", "plateau"]), default=_T.lr_schedule, show_default=True,
               help="cosine: decay to --min-lr over --epochs or --max-minutes; plateau: halve when validation stalls.")
+@click.option("--anneal", type=click.FloatRange(0, 1), default=_T.anneal, show_default=True,
+              help="plateau: decay to --min-lr over this last fraction of --epochs or --max-minutes (0: never).")
 @click.option("--min-lr", type=click.FloatRange(min=0), default=_T.min_lr, show_default=True)
 @click.option("--ema-decay", type=click.FloatRange(0, 1, max_open=True), default=_T.ema_decay, show_default=True)
 @click.option("--patience", type=click.IntRange(min=1), default=_T.patience, show_default=True,
@@ -73,7 +75,7 @@ def bundled_data() -> Path:
 @click.pass_context
 def train(ctx, data, fmt, length_unit, energy_unit, out, val_paths, val_fraction, split_seed, cutoff, features,
           filters, interactions, rbf, dtype, epochs, batch_size, lr, energy_weight, force_weight, lr_schedule,
-          min_lr, ema_decay, patience, seed, device, max_minutes, cache_dir, init_from, freeze, keep_scale,
+          anneal, min_lr, ema_decay, patience, seed, device, max_minutes, cache_dir, init_from, freeze, keep_scale,
           committee, bootstrap, resume, progress) -> None:
     """Train SchNet on DATA (n2p2 input.data, extended XYZ, any ASE format).
 
@@ -97,7 +99,7 @@ def train(ctx, data, fmt, length_unit, energy_unit, out, val_paths, val_fraction
         model=ModelConfig(hidden_channels=features, num_filters=filters, num_interactions=interactions,
                           num_rbf=rbf, cutoff=cutoff, dtype=dtype),
         train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, energy_weight=energy_weight,
-                          force_weight=force_weight, lr_schedule=lr_schedule,
+                          force_weight=force_weight, lr_schedule=lr_schedule, anneal=anneal,
                           min_lr=min_lr, ema_decay=ema_decay, patience=patience, seed=seed,
                           device=device, max_minutes=max_minutes),
         transfer=TransferConfig(init_from=init_from, keep_scale=keep_scale,

@@ -34,6 +34,8 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "ew1000+cosine": ({}, {"energy_weight": 1000.0, "lr_schedule": "cosine"}),
     "plateau": ({}, {"lr_schedule": "plateau"}),
     "cosine": ({}, {"lr_schedule": "cosine"}),
+    "anneal0": ({}, {"anneal": 0.0}),
+    "anneal0.4": ({}, {"anneal": 0.4}),
     "ew10": ({}, {"energy_weight": 10.0}),
     "ew100": ({}, {"energy_weight": 100.0}),
     "ew1000": ({}, {"energy_weight": 1000.0}),

@@ -81,7 +81,13 @@ class TrainConfig:
             cosine over the run's budget, step by step: the progress is the larger of the
             fraction of ``epochs`` done and the fraction of ``max_minutes`` used, so a
             time-limited run ends at ``min_lr`` whatever the machine. ``plateau`` halves it
-            (``lr_factor``) after ``lr_patience`` epochs without a better validation loss.
+            (``lr_factor``) after ``lr_patience`` epochs without a better validation loss, and
+            then, over the last ``anneal`` fraction of the budget, decays it from wherever the
+            plateaus left it to ``min_lr`` along half a cosine. Noisy validation losses seldom
+            stall for ``lr_patience`` epochs in a run limited by time, which would otherwise end
+            at the starting rate.
+        anneal: fraction of the budget (epochs or minutes, as for ``cosine``) that ends a
+            ``plateau`` run with a decay to ``min_lr``; 0 never decays there.
         lr_patience, lr_factor: ReduceLROnPlateau on the validation loss (``plateau`` only).
         min_lr: the floor of either schedule.
         ema_decay: exponential moving average of the weights used for validation and
@@ -100,6 +106,7 @@ class TrainConfig:
     lr_schedule: str = "plateau"
     lr_patience: int = 10
     lr_factor: float = 0.5
+    anneal: float = 0.2
     min_lr: float = 1e-6
     patience: int = 40
     clip_grad: float = 10.0
@@ -117,6 +124,7 @@ class TrainConfig:
         _check(self.lr_schedule in ("cosine", "plateau"),
                f"expected lr_schedule cosine or plateau, found {self.lr_schedule!r}")
         _check(0.0 <= self.min_lr < self.lr, f"expected 0 <= min_lr < lr, found min_lr {self.min_lr}, lr {self.lr}")
+        _check(0.0 <= self.anneal <= 1.0, f"expected 0 <= anneal <= 1, found {self.anneal}")
         _check(0.0 < self.lr_factor < 1.0, f"expected 0 < lr_factor < 1, found {self.lr_factor}")
         _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
                f"expected device auto, cpu or cuda, found {self.device!r}")

@@ -33,7 +33,7 @@ from .config import Config
 from . import distributed
 from .distributed import make_sampler
 from .loss import energy_force_loss, loss_denominators
-from .schedule import budget_progress, cosine_lr
+from .schedule import annealed_lr, budget_progress, cosine_lr
 
 __all__ = ["fit", "FitResult", "resolve_device", "load_datasets"]
 
@@ -208,13 +208,11 @@ def fit(
         # Wall times that drive the schedule are the largest over processes, so every rank
         # sets the same learning rate.
         elapsed = elapsed_before + _elapsed(t_start, ctx)
-        lr_at = None
-        if tc.lr_schedule == "cosine":
-            lr_at = functools.partial(_cosine_lr_at, tc, epoch, elapsed, loop.get("epoch_s", 0.0))
+        lr_at = functools.partial(_scheduled_lr, tc, loop, optimizer, epoch, elapsed, loop.get("epoch_s", 0.0))
         train_terms = _train_epoch(net, model, ema, optimizer, trainable, train_loader, tc, ctx, device, epoch, out,
                                    lr_at)
         val = _validate(eval_model, val_loader, device, tc)  # every rank: same frames, same decisions
-        if tc.lr_schedule == "plateau":
+        if tc.lr_schedule == "plateau" and "anneal_from" not in loop:
             scheduler.step(val["loss"])
         epoch_time = time.monotonic() - t0
         record = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in train_terms.items()},
@@ -265,7 +263,8 @@ def _train_epoch(net, model, ema, optimizer, trainable, loader, tc, ctx, device,
                  lr_at: Callable[[int, int], float] | None = None) -> dict:
     """One pass over this process's share of the training frames; returns mean loss terms.
 
-    ``lr_at(step, steps)``, when given, sets the learning rate before every optimiser step.
+    ``lr_at(step, steps)``, when given, sets the learning rate before every optimiser step
+    (unless it returns ``None``).
 
     ``net`` is ``model`` or its DistributedDataParallel wrapper. With W processes each loss is
     normalised by the global batch and multiplied by W, because DDP averages the gradients.
@@ -275,9 +274,10 @@ def _train_epoch(net, model, ema, optimizer, trainable, loader, tc, ctx, device,
     n_batches = 0
     steps = len(loader)
     for step_index, batch in enumerate(loader):
-        if lr_at is not None:
+        lr = lr_at(step_index, steps) if lr_at is not None else None
+        if lr is not None:
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(step_index, steps)
+                group["lr"] = lr
         batch = batch.to(device)
         pred = compute_properties(net, batch, forces=True, training=True)
         denominators = distributed.global_sum(loss_denominators(batch), ctx)
@@ -300,8 +300,20 @@ def _train_epoch(net, model, ema, optimizer, trainable, loader, tc, ctx, device,
     return {"loss": means[0], "energy": means[1], "force": means[2]}
 
 
-def _cosine_lr_at(tc, epoch: int, elapsed_s: float, epoch_s: float, step: int, steps: int) -> float:
-    return cosine_lr(tc.lr, tc.min_lr, budget_progress(tc, epoch, step, steps, elapsed_s, epoch_s))
+def _scheduled_lr(tc, loop: dict, optimizer, epoch: int, elapsed_s: float, epoch_s: float, step: int,
+                  steps: int) -> float | None:
+    """The learning rate for this step by the budget's progress, or ``None`` to leave it to
+    ReduceLROnPlateau. The rate an anneal starts from is kept in ``loop`` (and so in ``last.pt``)."""
+    progress = budget_progress(tc, epoch, step, steps, elapsed_s, epoch_s)
+    if tc.lr_schedule == "cosine":
+        return cosine_lr(tc.lr, tc.min_lr, progress)
+    lr_from = loop.get("anneal_from", optimizer.param_groups[0]["lr"])
+    lr = annealed_lr(lr_from, tc.min_lr, progress, tc.anneal)
+    if lr is not None:
+        loop["anneal_from"] = lr_from
+    elif "anneal_from" in loop:  # --resume gave a finished run a larger budget: back to the plateaus
+        lr = loop.pop("anneal_from")
+    return lr
 
 
 def _elapsed(t_start: float, ctx) -> float:

@@ -5,13 +5,22 @@ import math
 
 from .config import TrainConfig
 
-__all__ = ["cosine_lr", "budget_progress"]
+__all__ = ["cosine_lr", "annealed_lr", "budget_progress"]
 
 
 def cosine_lr(lr: float, min_lr: float, progress: float) -> float:
     """Half a cosine from ``lr`` (progress 0) to ``min_lr`` (progress 1 and beyond)."""
     p = min(max(progress, 0.0), 1.0)
     return min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * p))
+
+
+def annealed_lr(lr_from: float, min_lr: float, progress: float, anneal: float) -> float | None:
+    """The rate in the final ``anneal`` fraction of the budget: half a cosine from ``lr_from``
+    (where the plateaus left it) to ``min_lr``; ``None`` before that phase (or with ``anneal`` 0)."""
+    start = 1.0 - anneal
+    if anneal <= 0.0 or progress < start:
+        return None
+    return cosine_lr(lr_from, min(min_lr, lr_from), (progress - start) / anneal)
 
 
 def budget_progress(tc: TrainConfig, epoch: int, step: int, steps: int, elapsed_s: float, epoch_s: float) -> float:

@@ -82,3 +82,9 @@ def test_pretrained_script_smoke(shared_data, tmp_path):
     assert record["regression"]["metrics"]["force_rmse_mev_per_A"] == pytest.approx(
         record["test"]["force_rmse_mev_per_A"], rel=1e-6)
     assert not (tmp_path / "data").exists()  # nothing shipped without --ship
+    # --resume continues the same run to a larger budget and records both invocations
+    again = bench.main(["--max-frames", "10", "--regression-frames", "1", "--minutes", "2", "--resume",
+                        "--out", str(tmp_path), "--", "--epochs", "2"])
+    assert again["training"]["epochs"] == 2
+    assert again["script"].splitlines() == [record["script"], again["script"].splitlines()[1]]
+    assert "--minutes 2 --resume" in again["script"].splitlines()[1]

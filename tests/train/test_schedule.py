@@ -1,4 +1,5 @@
-"""The cosine learning-rate schedule: its shape, its budget, and bit-exact resume through it."""
+"""Learning-rate schedules (cosine, and plateau with a final anneal): their shape, their budget,
+and bit-exact resume through them."""
 from __future__ import annotations
 
 import math
@@ -11,15 +12,29 @@ from pbcgnn.train import loop as loop_mod
 from pbcgnn.train.checkpoint import read_checkpoint
 from pbcgnn.train.config import Config, DataConfig, ModelConfig, TrainConfig
 from pbcgnn.train.loop import fit
-from pbcgnn.train.schedule import budget_progress, cosine_lr
+from pbcgnn.train.schedule import annealed_lr, budget_progress, cosine_lr
 
 TINY = ModelConfig(hidden_channels=16, num_filters=16, num_interactions=1, num_rbf=8, cutoff=4.0, dtype="float64")
 
 
-def config(path, epochs: int) -> Config:
+def config(path, epochs: int, **train) -> Config:
+    options = {"lr_schedule": "cosine", **train}
     return Config(data=DataConfig(paths=(str(path),), val_fraction=0.25, split_seed=1), model=TINY,
-                  train=TrainConfig(epochs=epochs, batch_size=4, lr=4e-3, min_lr=1e-5, lr_schedule="cosine",
-                                    ema_decay=0.9, seed=3, device="cpu"))
+                  train=TrainConfig(epochs=epochs, batch_size=4, lr=4e-3, min_lr=1e-5, ema_decay=0.9, seed=3,
+                                    device="cpu", **options))
+
+
+def spy_on_lr(monkeypatch) -> list[float]:
+    """The learning rate at every optimiser step."""
+    seen: list[float] = []
+    step = torch.optim.AdamW.step
+
+    def spy(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", spy)
+    return seen
 
 
 def test_cosine_endpoints_and_clamp():
@@ -48,15 +63,41 @@ def test_bad_schedule_options_are_input_errors():
         TrainConfig(lr=1e-4, min_lr=1e-3).validate()
 
 
+def test_anneal_is_the_last_fraction_of_the_budget():
+    assert annealed_lr(2e-3, 1e-5, 0.79, 0.2) is None
+    assert annealed_lr(2e-3, 1e-5, 0.8, 0.2) == pytest.approx(2e-3, rel=1e-12)
+    assert annealed_lr(2e-3, 1e-5, 0.9, 0.2) == pytest.approx(cosine_lr(2e-3, 1e-5, 0.5), rel=1e-12)
+    assert annealed_lr(2e-3, 1e-5, 1.5, 0.2) == pytest.approx(1e-5, rel=1e-12)
+    assert annealed_lr(2e-3, 1e-5, 1.0, 0.0) is None  # 0 switches it off
+    assert annealed_lr(1e-6, 1e-5, 0.9, 0.2) == pytest.approx(1e-6)  # never raises a rate below the floor
+    with pytest.raises(InputError, match="anneal"):
+        TrainConfig(anneal=1.5).validate()
+
+
+def test_plateau_run_ends_with_an_anneal_from_where_the_plateaus_left_it(bundled_n2p2, tmp_path, monkeypatch):
+    seen = spy_on_lr(monkeypatch)
+    # lr_patience 0: ReduceLROnPlateau halves the rate after any epoch that does not improve
+    result = fit(config(bundled_n2p2, epochs=4, lr_schedule="plateau", anneal=0.5, lr_patience=0), tmp_path,
+                 progress=False)
+    n = 3  # 12 training frames, batches of 4
+    assert len(seen) == 4 * n
+    before, during = seen[:2 * n], seen[2 * n:]
+    assert len(set(before[:n])) == 1 and all(lr in (4e-3, 2e-3, 1e-3) for lr in before)
+    expected = [cosine_lr(before[-1], 1e-5, (e + s / n) / 2) for e in range(2) for s in range(n)]
+    assert during == pytest.approx(expected, rel=1e-12)
+    assert result.history[-1]["lr"] == pytest.approx(expected[-1], rel=1e-12) and expected[-1] < 0.1 * before[-1]
+    assert read_checkpoint(result.last)["train_state"]["loop"]["anneal_from"] == before[-1]
+
+
+def test_anneal_zero_leaves_the_rate_to_the_plateaus(bundled_n2p2, tmp_path, monkeypatch):
+    seen = spy_on_lr(monkeypatch)
+    fit(config(bundled_n2p2, epochs=3, lr_schedule="plateau", anneal=0.0, lr_patience=100), tmp_path,
+        progress=False)
+    assert seen == [4e-3] * 9
+
+
 def test_fit_follows_the_cosine_step_by_step(bundled_n2p2, tmp_path, monkeypatch):
-    seen: list[float] = []
-    step = torch.optim.AdamW.step
-
-    def spy(self, *args, **kwargs):
-        seen.append(self.param_groups[0]["lr"])
-        return step(self, *args, **kwargs)
-
-    monkeypatch.setattr(torch.optim.AdamW, "step", spy)
+    seen = spy_on_lr(monkeypatch)
     result = fit(config(bundled_n2p2, epochs=3), tmp_path, progress=False)
     n = len(seen) // 3  # 12 training frames, batches of 4
     assert len(seen) == 9 and n == 3
@@ -66,8 +107,12 @@ def test_fit_follows_the_cosine_step_by_step(bundled_n2p2, tmp_path, monkeypatch
     assert [r["lr"] for r in result.history] == pytest.approx(expected[n - 1::n], rel=1e-12)
 
 
-def test_interrupted_cosine_run_resumes_bit_exactly(bundled_n2p2, tmp_path, monkeypatch):
-    whole = fit(config(bundled_n2p2, epochs=4), tmp_path / "whole", progress=False)
+@pytest.mark.parametrize("schedule", [{"lr_schedule": "cosine"},
+                                      {"lr_schedule": "plateau", "anneal": 0.75, "lr_patience": 0}],
+                         ids=["cosine", "plateau-anneal"])
+def test_interrupted_run_resumes_bit_exactly(bundled_n2p2, tmp_path, monkeypatch, schedule):
+    """Interrupted in epoch 3 of 4: for plateau-anneal, in the middle of the anneal (from epoch 2)."""
+    whole = fit(config(bundled_n2p2, epochs=4, **schedule), tmp_path / "whole", progress=False)
 
     train_epoch = loop_mod._train_epoch
 
@@ -78,10 +123,12 @@ def test_interrupted_cosine_run_resumes_bit_exactly(bundled_n2p2, tmp_path, monk
 
     monkeypatch.setattr(loop_mod, "_train_epoch", crash_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):
-        fit(config(bundled_n2p2, epochs=4), tmp_path / "split", progress=False)
+        fit(config(bundled_n2p2, epochs=4, **schedule), tmp_path / "split", progress=False)
     monkeypatch.setattr(loop_mod, "_train_epoch", train_epoch)
     assert read_checkpoint(tmp_path / "split" / "last.pt")["epoch"] == 2
-    resumed = fit(config(bundled_n2p2, epochs=4), tmp_path / "split", resume=True, progress=False)
+    if "anneal" in schedule:
+        assert "anneal_from" in read_checkpoint(tmp_path / "split" / "last.pt")["train_state"]["loop"]
+    resumed = fit(config(bundled_n2p2, epochs=4, **schedule), tmp_path / "split", resume=True, progress=False)
     a, b = read_checkpoint(whole.last), read_checkpoint(resumed.last)
     assert a["epoch"] == b["epoch"] == 4
     for key in a["train_state"]["model"]:
@@ -89,3 +136,18 @@ def test_interrupted_cosine_run_resumes_bit_exactly(bundled_n2p2, tmp_path, monk
     assert [r["lr"] for r in a["train_state"]["loop"]["history"]] == \
         [r["lr"] for r in b["train_state"]["loop"]["history"]]
     assert b["train_state"]["loop"]["elapsed_s"] > 0 and not math.isnan(b["train_state"]["loop"]["elapsed_s"])
+
+
+def test_a_larger_budget_on_resume_returns_an_annealed_run_to_its_plateau_rate(bundled_n2p2, tmp_path,
+                                                                               monkeypatch):
+    fit(config(bundled_n2p2, epochs=2, lr_schedule="plateau", anneal=0.5, lr_patience=100), tmp_path,
+        progress=False)
+    loop = read_checkpoint(tmp_path / "last.pt")["train_state"]["loop"]
+    assert loop["anneal_from"] == 4e-3 and loop["history"][-1]["lr"] < 0.3 * 4e-3
+    seen = spy_on_lr(monkeypatch)
+    fit(config(bundled_n2p2, epochs=8, lr_schedule="plateau", anneal=0.5, lr_patience=100), tmp_path,
+        resume=True, progress=False)
+    n = 3
+    assert seen[:2 * n] == [4e-3] * (2 * n)  # epochs 3-4 of 8: before the new anneal
+    assert seen[2 * n:] == pytest.approx([cosine_lr(4e-3, 1e-5, (e + s / n) / 4) for e in range(4) for s in range(n)],
+                                         rel=1e-12)
