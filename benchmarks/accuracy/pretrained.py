@@ -8,7 +8,7 @@ Everything after ``--`` is passed to ``pbcgnn train``. The script
 
 1. splits the shared Cheng frames 80/10/10 exactly as ``run.py`` does (seed 0),
 2. runs ``pbcgnn train`` on the training part with the validation part for early stopping
-   (the exact command is recorded),
+   (the command is recorded with every option the checkpoint stored),
 3. scores the best checkpoint with ``pbcgnn eval`` on the test part, and on its first
    ``--regression-frames`` frames (which the regression test re-evaluates), and
 4. with ``--ship``, copies the checkpoint to ``data/pretrained/`` with ``metrics.json``.
@@ -40,6 +40,26 @@ run = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(run)
 
 
+# The `pbcgnn train` option of every stored setting that decides the result. The recorded command
+# spells all of them out, read back from the checkpoint, so it stays exact when defaults change.
+OPTIONS = {"model": {"cutoff": "--cutoff", "hidden_channels": "--features", "num_filters": "--filters",
+                     "num_interactions": "--interactions", "num_rbf": "--rbf", "dtype": "--dtype"},
+           "train": {"epochs": "--epochs", "max_minutes": "--max-minutes", "batch_size": "--batch-size",
+                     "lr": "--lr", "lr_schedule": "--lr-schedule", "anneal": "--anneal", "min_lr": "--min-lr",
+                     "energy_weight": "--energy-weight", "force_weight": "--force-weight",
+                     "ema_decay": "--ema-decay", "patience": "--patience", "seed": "--seed"}}
+
+
+def explicit_command(config: dict, out: Path) -> str:
+    """The `pbcgnn train` command of a stored checkpoint ``config``, every deciding option explicit."""
+    data = config["data"]
+    words = ["pbcgnn", "train", *data["paths"], *[w for v in data["val_paths"] for w in ("--val", v)],
+             "--out", str(out)]
+    for group, names in OPTIONS.items():
+        words += [w for name, option in names.items() for w in (option, str(config[group][name]))]
+    return " ".join(words)
+
+
 def pbcgnn(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "pbcgnn.cli", *args], check=True)
 
@@ -65,29 +85,30 @@ def main(argv: list[str] | None = None) -> dict:
     ase.io.write(reg_file, ase.io.read(files["test"], index=f":{args.regression_frames}"), format="extxyz")
 
     model_dir = args.out / "model"
-    command = ["pbcgnn", "train", str(files["train"]), "--val", str(files["val"]), "--out", str(model_dir),
-               "--max-minutes", f"{args.minutes:g}", "--no-progress", *args.train_args]
-    # A resumed run records the command of the equivalent uninterrupted run: the budget counts the
-    # resumed parts, and the stored options are the ones used.
-    pbcgnn(*command[1:], *(["--resume"] if args.resume else []))
+    pbcgnn("train", str(files["train"]), "--val", str(files["val"]), "--out", str(model_dir),
+           "--max-minutes", f"{args.minutes:g}", "--no-progress", *(["--resume"] if args.resume else []),
+           *args.train_args)
     best = model_dir / "best.pt"
     pbcgnn("-q", "eval", str(best), str(files["test"]), "--out", str(args.out / "test"), "--device", "cpu")
     pbcgnn("-q", "eval", str(best), str(reg_file), "--out", str(args.out / "regression"), "--device", "cpu")
     test = json.loads((args.out / "test" / "metrics.json").read_text())["total"]
     reg = json.loads((args.out / "regression" / "metrics.json").read_text())["total"]
-    loop = torch.load(model_dir / "last.pt", weights_only=True)["train_state"]["loop"]
-    history = loop["history"]
+    last = torch.load(model_dir / "last.pt", weights_only=True)
+    loop, history = last["train_state"]["loop"], last["train_state"]["loop"]["history"]
     script = f"python benchmarks/accuracy/pretrained.py --minutes {args.minutes:g}" \
              + (" --resume" if args.resume else "") + " --ship" + (" -- " + " ".join(args.train_args)
                                                                  if args.train_args else "")
     previous = args.out / "metrics.json"
-    if args.resume and previous.is_file():  # the invocations that made the model, in order
-        script = json.loads(previous.read_text())["script"] + "\n" + script
+    if args.resume and previous.is_file():  # the invocations that trained the model, in order
+        before = json.loads(previous.read_text())
+        script = before["script"] + ("\n" + script if before["training"]["epochs"] < len(history) else "")
     record = {
         "model": NAME,
         "data": {"source": SOURCE, "split_seed": args.seed, "split": "80/10/10 as benchmarks/accuracy/run.py",
                  "n_train": len(parts["train"]), "n_val": len(parts["val"]), "n_test": len(parts["test"])},
-        "command": " ".join(command),
+        # a resumed run's options are the stored ones, and its budget counts every part: the
+        # command is the equivalent uninterrupted run
+        "command": explicit_command(last["config"], model_dir),
         "script": script,
         "training": {"wall_s": round(loop["elapsed_s"]), "epochs": len(history),
                      "device": "cuda" if torch.cuda.is_available() else "cpu",
@@ -155,7 +176,8 @@ This model had a reduced budget: {tr['wall_s'] / 60:.0f} minutes ({tr['epochs']}
 {r['script']}
 ```
 
-That script ran this command, after writing the split files:
+After writing the split files, the script ran the equivalent of this command (every option
+written out, as stored in the checkpoint; a resumed run counts the minutes of all its parts):
 
 ```bash
 {r['command']}

@@ -200,7 +200,11 @@ def fit(
 
     elapsed_before = loop.get("elapsed_s", 0.0)  # wall time of the resumed parts
     t_start, stopped = time.monotonic(), "epochs"
-    bar = tqdm(range(loop["epoch"], tc.epochs), initial=loop["epoch"], total=tc.epochs,
+    out_of_time = tc.max_minutes is not None and elapsed_before > 60 * tc.max_minutes
+    if out_of_time:  # a resumed run that had already used its minutes: nothing to add
+        stopped = "time limit"
+    bar = tqdm(range(loop["epoch"], loop["epoch"] if out_of_time else tc.epochs), initial=loop["epoch"],
+               total=tc.epochs,
                disable=not (progress and ctx.is_main), desc="epochs", unit="epoch")
     for epoch in bar:
         t0 = time.monotonic()

@@ -77,6 +77,8 @@ def test_pretrained_script_smoke(shared_data, tmp_path):
                          "--rbf", "8", "--cutoff", "4.0"])
     assert record["data"]["n_train"] == 8 and record["data"]["n_test"] == 1
     assert record["command"].startswith("pbcgnn train ") and "--cutoff 4.0" in record["command"]
+    # every deciding option is explicit, so the command outlives a change of defaults
+    assert "--batch-size 4 --lr 0.003" in record["command"] and "--epochs 1 --max-minutes 1.0" in record["command"]
     assert record["regression"]["metrics"]["n_frames"] == 1
     # the regression frame is the first test frame: both evaluations agree on it
     assert record["regression"]["metrics"]["force_rmse_mev_per_A"] == pytest.approx(

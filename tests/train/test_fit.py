@@ -146,3 +146,12 @@ def test_reference_fit_on_real_water(shared_data):
     assert info["rank"] == 1
     per_h2o = np.mean([a.get_potential_energy() / 64 for a in frames])
     assert 2 * e0[1] + e0[8] == pytest.approx(per_h2o, abs=0.05)
+
+
+def test_resuming_a_run_that_used_its_minutes_trains_nothing(bundled_n2p2, tmp_path):
+    first = fit(tiny_config(bundled_n2p2, epochs=4, max_minutes=1e-6), tmp_path, progress=False)
+    assert first.stopped == "time limit" and len(first.history) == 1
+    again = fit(tiny_config(bundled_n2p2, epochs=4, max_minutes=1e-6), tmp_path, resume=True, progress=False)
+    assert again.stopped == "time limit" and len(again.history) == 1
+    more = fit(tiny_config(bundled_n2p2, epochs=4, max_minutes=60.0), tmp_path, resume=True, progress=False)
+    assert more.stopped == "epochs" and len(more.history) == 4
