@@ -36,6 +36,8 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "cosine": ({}, {"lr_schedule": "cosine"}),
     "anneal0": ({}, {"anneal": 0.0}),
     "anneal0.4": ({}, {"anneal": 0.4}),
+    "ew1": ({}, {"energy_weight": 1.0}),
+    "ew3": ({}, {"energy_weight": 3.0}),
     "ew10": ({}, {"energy_weight": 10.0}),
     "ew100": ({}, {"energy_weight": 100.0}),
     "ew1000": ({}, {"energy_weight": 1000.0}),

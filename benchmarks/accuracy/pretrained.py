@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--ship", action="store_true", help="copy the model and metrics to data/pretrained/")
     p.add_argument("--resume", action="store_true",
                    help="continue OUT/model/last.pt up to --minutes in all (the options stored there are used)")
+    p.add_argument("--note", default="", help="a paragraph for data/pretrained/README.md (how the run was made)")
     p.add_argument("train_args", nargs="*", help="extra pbcgnn train options (after --)")
     args = p.parse_args(argv)
 
@@ -95,9 +96,9 @@ def main(argv: list[str] | None = None) -> dict:
     reg = json.loads((args.out / "regression" / "metrics.json").read_text())["total"]
     last = torch.load(model_dir / "last.pt", weights_only=True)
     loop, history = last["train_state"]["loop"], last["train_state"]["loop"]["history"]
-    script = f"python benchmarks/accuracy/pretrained.py --minutes {args.minutes:g}" \
-             + (" --resume" if args.resume else "") + " --ship" + (" -- " + " ".join(args.train_args)
-                                                                 if args.train_args else "")
+    script = " ".join(["python benchmarks/accuracy/pretrained.py", "--minutes", f"{args.minutes:g}",
+                       "--out", str(args.out), *(["--resume"] if args.resume else []),
+                       *(["--ship"] if args.ship else []), *(["--", *args.train_args] if args.train_args else [])])
     previous = args.out / "metrics.json"
     if args.resume and previous.is_file():  # the invocations that trained the model, in order
         before = json.loads(previous.read_text())
@@ -116,6 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
                      "torch": torch.__version__},
         "test": test,
         "regression": {"frames": regression, "metrics": reg},
+        **({"note": args.note.strip() + "\n\n"} if args.note else {}),
     }
     (args.out / "metrics.json").write_text(json.dumps(record, indent=2))
     if args.ship:
@@ -183,7 +185,7 @@ written out, as stored in the checkpoint; a resumed run counts the minutes of al
 {r['command']}
 ```
 
-Environment: torch {tr['torch']}, {tr['machine']}.
+{r.get('note', '')}Environment: torch {tr['torch']}, {tr['machine']}.
 
 ## Reproducing the numbers
 

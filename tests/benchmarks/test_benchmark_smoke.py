@@ -89,4 +89,4 @@ def test_pretrained_script_smoke(shared_data, tmp_path):
                         "--out", str(tmp_path), "--", "--epochs", "2"])
     assert again["training"]["epochs"] == 2
     assert again["script"].splitlines() == [record["script"], again["script"].splitlines()[1]]
-    assert "--minutes 2 --resume" in again["script"].splitlines()[1]
+    assert again["script"].splitlines()[1].endswith(f"--minutes 2 --out {tmp_path} --resume -- --epochs 2")
