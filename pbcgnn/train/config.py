@@ -100,7 +100,7 @@ class TrainConfig:
     batch_size: int = 4
     lr: float = 3e-3
     weight_decay: float = 0.0
-    energy_weight: float = 100.0
+    energy_weight: float = 10.0
     force_weight: float = 1.0
     ema_decay: float = 0.99
     lr_schedule: str = "plateau"

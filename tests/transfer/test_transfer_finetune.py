@@ -98,7 +98,9 @@ def test_energy_only_finetuning_trains_and_keeps_the_scale(pretrained, water48, 
 
     path = tmp_path / "energy_only.xyz"
     write_frames(path, helpers.relabel(water48, helpers.shifted_energy, forces=False))
-    config = helpers.config_for(path, epochs=2, transfer={"init_from": str(pretrained)})
+    # 4 epochs (16 steps): after 8, where the error stood depended on gradient clipping and the
+    # energy weight's scale (190 -> 55-100 meV/atom); after 16 it is 28-33 at weights 10-100
+    config = helpers.config_for(path, epochs=4, transfer={"init_from": str(pretrained)})
     result = fit(config, tmp_path / "run", progress=False)
     assert np.isnan(result.metrics["force_rmse_mev_per_A"])  # no reference forces anywhere
     assert result.metrics["energy_rmse_mev_per_atom"] < 50
