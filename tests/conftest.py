@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 FILES = Path(__file__).resolve().parent / "files"
@@ -37,3 +38,14 @@ def files() -> Path:
 def bundled_n2p2() -> Path:
     """The bundled 16-frame RPBE-D3 water file (Bohr, Hartree)."""
     return BUNDLED / "n2p2_h2o_rpbe_d3" / "input.data"
+
+
+@pytest.fixture
+def one_thread():
+    """For bit-exact comparisons between runs. Multi-threaded CPU kernels can differ in the last
+    bits between two runs of the same training (seen: a resumed run at 2 threads, 1e-8 relative
+    off an uninterrupted one in some repeats, with and without the final anneal)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

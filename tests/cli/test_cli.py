@@ -72,6 +72,7 @@ def test_eval_without_data_uses_the_validation_split(trained_dir, tmp_path):
         read_checkpoint(trained_dir / "best.pt")["metrics"]["force_rmse_mev_per_A"], rel=1e-9)
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_resume_matches_uninterrupted(tmp_path, bundled_n2p2):
     assert run("train", bundled_n2p2, "--epochs", "3", "--out", tmp_path / "a", *TINY).exit_code == 0
     assert run("train", bundled_n2p2, "--epochs", "1", "--out", tmp_path / "b", *TINY).exit_code == 0

@@ -46,6 +46,7 @@ def test_committee_forward_is_the_member_mean(committee_run, water48_file):
     torch.testing.assert_close(energy, members.mean(0), rtol=1e-15, atol=0)
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_committee_resume_reaches_the_same_weights(water48_file, helpers, tmp_path):
     whole = fit(helpers.config(water48_file, size=2, epochs=2), tmp_path / "whole", progress=False)
     fit(helpers.config(water48_file, size=2, epochs=1), tmp_path / "split", progress=False)

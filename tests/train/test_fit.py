@@ -77,6 +77,7 @@ def test_trained_model_physics(trained):
     assert np.abs(numeric - f1).max() / np.abs(f1).max() < 1e-6
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_resume_reaches_the_same_weights(bundled_n2p2, tmp_path):
     # A finished 2-epoch run extended to 4: without the final anneal, whose timing depends on the
     # budget (test_schedule.py resumes through an anneal that an interruption cut).

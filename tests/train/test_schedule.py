@@ -110,6 +110,7 @@ def test_fit_follows_the_cosine_step_by_step(bundled_n2p2, tmp_path, monkeypatch
 @pytest.mark.parametrize("schedule", [{"lr_schedule": "cosine"},
                                       {"lr_schedule": "plateau", "anneal": 0.75, "lr_patience": 0}],
                          ids=["cosine", "plateau-anneal"])
+@pytest.mark.usefixtures("one_thread")
 def test_interrupted_run_resumes_bit_exactly(bundled_n2p2, tmp_path, monkeypatch, schedule):
     """Interrupted in epoch 3 of 4: for plateau-anneal, in the middle of the anneal (from epoch 2)."""
     whole = fit(config(bundled_n2p2, epochs=4, **schedule), tmp_path / "whole", progress=False)

@@ -109,6 +109,7 @@ def test_energy_only_finetuning_trains_and_keeps_the_scale(pretrained, water48, 
     assert float(tuned.reference.scale) == float(start.reference.scale)
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_finetune_resume_reaches_the_same_weights(pretrained, shifted_file, helpers, tmp_path):
     opts = {"transfer": {"init_from": str(pretrained), "freeze": ("interactions:1",)}}
     whole = fit(helpers.config_for(shifted_file, epochs=3, **opts), tmp_path / "whole", progress=False)
