@@ -47,7 +47,8 @@ def bundled_data() -> Path:
 @click.option("--force-weight", type=click.FloatRange(min=0), default=_T.force_weight, show_default=True,
               help="Weight of the force MSE ((eV/A)^2).")
 @click.option("--lr-schedule", type=click.Choice(["cosine", "plateau"]), default=_T.lr_schedule, show_default=True,
-              help="cosine: decay to --min-lr over --epochs or --max-minutes; plateau: halve when validation stalls.")
+              help="cosine: decay to --min-lr over --epochs or --max-minutes; plateau: halve when validation stalls, "
+                   "then --anneal.")
 @click.option("--anneal", type=click.FloatRange(0, 1), default=_T.anneal, show_default=True,
               help="plateau: decay to --min-lr over this last fraction of --epochs or --max-minutes (0: never).")
 @click.option("--min-lr", type=click.FloatRange(min=0), default=_T.min_lr, show_default=True)
