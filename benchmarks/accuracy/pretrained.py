@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> dict:
     test = json.loads((args.out / "test" / "metrics.json").read_text())["total"]
     reg = json.loads((args.out / "regression" / "metrics.json").read_text())["total"]
     last = torch.load(model_dir / "last.pt", weights_only=True)
-    loop, history = last["train_state"]["loop"], last["train_state"]["loop"]["history"]
+    loop = last["train_state"]["loop"]
+    history = loop["history"]
     script = " ".join(["python benchmarks/accuracy/pretrained.py", "--minutes", f"{args.minutes:g}",
                        "--out", str(args.out), *(["--resume"] if args.resume else []),
                        *(["--ship"] if args.ship else []), *(["--", *args.train_args] if args.train_args else [])])
