@@ -50,11 +50,22 @@ OPTIONS = {"model": {"cutoff": "--cutoff", "hidden_channels": "--features", "num
                      "ema_decay": "--ema-decay", "patience": "--patience", "seed": "--seed"}}
 
 
-def explicit_command(config: dict, out: Path) -> str:
-    """The `pbcgnn train` command of a stored checkpoint ``config``, every deciding option explicit."""
+def under_out(path: str | Path, out: Path) -> str:
+    """``path`` written as ``$OUT/...`` when it lies in the run folder ``out``: records stay true
+    wherever the run was made (the README sets ``OUT``)."""
+    try:
+        return str(Path("$OUT") / Path(path).resolve().relative_to(out.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def explicit_command(config: dict, out: Path, model_dir: Path) -> str:
+    """The `pbcgnn train` command of a stored checkpoint ``config``, every deciding option explicit;
+    paths in the run folder ``out`` are written ``$OUT/...``."""
     data = config["data"]
-    words = ["pbcgnn", "train", *data["paths"], *[w for v in data["val_paths"] for w in ("--val", v)],
-             "--out", str(out)]
+    words = ["pbcgnn", "train", *[under_out(v, out) for v in data["paths"]],
+             *[w for v in data["val_paths"] for w in ("--val", under_out(v, out))],
+             "--out", under_out(model_dir, out)]
     for group, names in OPTIONS.items():
         words += [w for name, option in names.items() for w in (option, str(config[group][name]))]
     return " ".join(words)
@@ -98,19 +109,20 @@ def main(argv: list[str] | None = None) -> dict:
     loop = last["train_state"]["loop"]
     history = loop["history"]
     script = " ".join(["python benchmarks/accuracy/pretrained.py", "--minutes", f"{args.minutes:g}",
-                       "--out", str(args.out), *(["--resume"] if args.resume else []),
+                       "--out", "$OUT", *(["--resume"] if args.resume else []),
                        *(["--ship"] if args.ship else []), *(["--", *args.train_args] if args.train_args else [])])
     previous = args.out / "metrics.json"
     if args.resume and previous.is_file():  # the invocations that trained the model, in order
         before = json.loads(previous.read_text())
-        script = before["script"] + ("\n" + script if before["training"]["epochs"] < len(history) else "")
+        earlier = before["script"].replace(f"--out {args.out} ", "--out $OUT ")  # records made before $OUT
+        script = earlier + ("\n" + script if before["training"]["epochs"] < len(history) else "")
     record = {
         "model": NAME,
         "data": {"source": SOURCE, "split_seed": args.seed, "split": "80/10/10 as benchmarks/accuracy/run.py",
                  "n_train": len(parts["train"]), "n_val": len(parts["val"]), "n_test": len(parts["test"])},
         # a resumed run's options are the stored ones, and its budget counts every part: the
         # command is the equivalent uninterrupted run
-        "command": explicit_command(last["config"], model_dir),
+        "command": explicit_command(last["config"], args.out, model_dir),
         "script": script,
         "training": {"wall_s": round(loop["elapsed_s"]), "epochs": len(history),
                      "device": "cuda" if torch.cuda.is_available() else "cpu",
@@ -118,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
                      "torch": torch.__version__},
         "test": test,
         "regression": {"frames": regression, "metrics": reg},
-        **({"note": args.note.strip() + "\n\n"} if args.note else {}),
+        **({"note": args.note.strip()} if args.note.strip() else {}),
     }
     (args.out / "metrics.json").write_text(json.dumps(record, indent=2))
     if args.ship:
@@ -175,7 +187,10 @@ This model had a reduced budget: {tr['wall_s'] / 60:.0f} minutes ({tr['epochs']}
 
 ## How it was made
 
+From the repository root, with `OUT` any folder for the splits, checkpoints and scores:
+
 ```bash
+OUT=runs/pretrained
 {r['script']}
 ```
 
@@ -186,13 +201,13 @@ written out, as stored in the checkpoint; a resumed run counts the minutes of al
 {r['command']}
 ```
 
-{r.get('note', '')}Environment: torch {tr['torch']}, {tr['machine']}.
+{r['note'] + chr(10) * 2 if r.get('note') else ''}Environment: torch {tr['torch']}, {tr['machine']}.
 
 ## Reproducing the numbers
 
 ```bash
 python benchmarks/accuracy/pretrained.py --help       # the split and the training
-pbcgnn eval data/pretrained/{r['model']} runs/pretrained/splits/cheng/test.xyz
+pbcgnn eval data/pretrained/{r['model']} $OUT/splits/cheng/test.xyz
 ```
 
 `tests/test_pretrained.py` evaluates the model with `pbcgnn eval` on {reg['n_frames']} shared

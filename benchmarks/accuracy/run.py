@@ -5,7 +5,7 @@ Usage (from the repository root):
 
     python benchmarks/accuracy/run.py --sets deepmd cheng --minutes 20 --out runs/accuracy
     python benchmarks/accuracy/run.py --sets cheng --curve 25 50 100 200 400 1000 --curve-minutes 10
-    python benchmarks/accuracy/run.py --sets deepmd --schnetpack-python /work/spk-venv/bin/python
+    python benchmarks/accuracy/run.py --sets deepmd --schnetpack-python ~/spk-venv/bin/python
 
 Every set is shuffled with ``--seed`` and split into train / validation / test (80/10/10); the
 three parts are written once as extended XYZ (eV, Angstrom) under ``OUT/splits`` so every model

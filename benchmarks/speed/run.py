@@ -2,7 +2,7 @@
 
 Usage (from the repository root; SchNetPack is installed only in the benchmark's environment):
 
-    /work/spk-venv/bin/python benchmarks/speed/run.py --out runs/bench_speed
+    ~/spk-venv/bin/python benchmarks/speed/run.py --out runs/bench_speed
     python benchmarks/speed/run.py --sizes 192 --repeats 1 --train-steps 1 --out /tmp/speed   # no SchNetPack
 
 Every implementation runs in this one process, interleaved and repeated, so the ratios hold

@@ -89,4 +89,7 @@ def test_pretrained_script_smoke(shared_data, tmp_path):
                         "--out", str(tmp_path), "--", "--epochs", "2"])
     assert again["training"]["epochs"] == 2
     assert again["script"].splitlines() == [record["script"], again["script"].splitlines()[1]]
-    assert again["script"].splitlines()[1].endswith(f"--minutes 2 --out {tmp_path} --resume -- --epochs 2")
+    assert again["script"].splitlines()[1].endswith("--minutes 2 --out $OUT --resume -- --epochs 2")
+    # paths in the run folder are written $OUT/..., so the record holds wherever the run was made
+    assert "--val $OUT/splits/cheng/val.xyz --out $OUT/model " in again["command"]
+    assert str(tmp_path) not in again["command"] + again["script"]
