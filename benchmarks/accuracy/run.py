@@ -123,7 +123,9 @@ def main(argv: list[str] | None = None) -> dict:
     args.out.mkdir(parents=True, exist_ok=True)
 
     results: dict = {"device": str(resolve_device(args.device)), "machine": platform.processor() or platform.machine(),
-                     "torch_threads": torch.get_num_threads(), "minutes": args.minutes, "sets": {}, "curves": {}}
+                     "torch_threads": torch.get_num_threads(), "minutes": args.minutes,
+                     "curve_minutes": args.curve_minutes or args.minutes if args.curve else None,
+                     "argv": sys.argv[1:] if argv is None else list(argv), "sets": {}, "curves": {}}
     for name in args.sets:
         files = write_splits(name, SETS[name], args.out, args.seed, args.max_frames)
         row = {"n_train": len(ase.io.read(files["train"], index=":"))}

@@ -44,6 +44,7 @@ def test_accuracy_smoke(shared_data, tmp_path):
     row = results["sets"]["n2p2"]
     assert row["n_train"] == 6 and row["pbcgnn"]["n_frames"] == 1  # 8 frames: 6 / 1 / 1
     assert [p["n_train"] for p in results["curves"]["n2p2"]] == [3, 6]
+    assert results["curve_minutes"] == 0.05 and results["argv"][:2] == ["--sets", "n2p2"]  # how it was run
     assert (tmp_path / "results.md").read_text().count("| n2p2 | pbcgnn |") == 1
     assert (tmp_path / "learning_curve.png").is_file()
 
