@@ -92,12 +92,14 @@ def _fit_reference(model: torch.nn.Module, train: FrameDataset) -> dict[str, Any
     return {"e0": {int(k): float(v) for k, v in e0.items()}, "scale": scale, **info}
 
 
-def _validate(model, loader, device, tc) -> dict[str, float]:
+def _validate(model, loader, device, tc, force_weight: float) -> dict[str, float]:
+    """Validation metrics and ``loss``, the number that picks ``best.pt``, stops early and drives
+    the plateau schedule: ``energy_weight * MSE(E/N) + force_weight * MSE(F)``."""
     pred = predict(model, loader, device=device)
     m = error_metrics(pred)
     e = (m["energy_rmse_mev_per_atom"] / 1000) ** 2
     f = (m["force_rmse_mev_per_A"] / 1000) ** 2 if not math.isnan(m["force_rmse_mev_per_A"]) else 0.0
-    m["loss"] = tc.energy_weight * e + tc.force_weight * f
+    m["loss"] = tc.energy_weight * e + force_weight * f
     return m
 
 
@@ -194,6 +196,12 @@ def fit(
     net = DistributedDataParallel(model) if ctx.distributed else model
     eval_model = ema.module if ema is not None else model
     writer = SummaryWriter(log_dir=os.fspath(out)) if ctx.is_main else None
+    # Select on what is trained: with energies only (e.g. CCSD(T) fine-tuning), validation forces
+    # would pick the epoch that moved least from the start, not the one with the best energies.
+    val_force_weight = tc.force_weight if any(bool(g.has_forces) for g in train_set) else 0.0
+    if val_force_weight == 0.0 and tc.force_weight > 0:
+        log.info("no training frame has forces: the validation loss (best.pt, early stopping, plateau) "
+                 "counts energies only; validation force errors are still reported")
     log.info("training on %d frames, validating on %d, device %s, %d process(es), %d parameters (%d trainable)",
              len(train_set), len(val_set), device, ctx.world_size, sum(p.numel() for p in model.parameters()),
              sum(p.numel() for p in trainable))
@@ -215,7 +223,7 @@ def fit(
         lr_at = functools.partial(_scheduled_lr, tc, loop, optimizer, epoch, elapsed, loop.get("epoch_s", 0.0))
         train_terms = _train_epoch(net, model, ema, optimizer, trainable, train_loader, tc, ctx, device, epoch, out,
                                    lr_at)
-        val = _validate(eval_model, val_loader, device, tc)  # every rank: same frames, same decisions
+        val = _validate(eval_model, val_loader, device, tc, val_force_weight)  # every rank: same decisions
         if tc.lr_schedule == "plateau" and "anneal_from" not in loop:
             scheduler.step(val["loss"])
         epoch_time = time.monotonic() - t0

@@ -109,6 +109,30 @@ def test_energy_only_finetuning_trains_and_keeps_the_scale(pretrained, water48, 
     assert float(tuned.reference.scale) == float(start.reference.scale)
 
 
+def test_energy_only_training_selects_on_validation_energies(pretrained, water48, helpers, tmp_path):
+    """Training frames without forces, validation frames with forces: best.pt is picked by the
+    energy error alone (as a CCSD(T) fine-tune needs); the force error is still reported."""
+    from pbcgnn.io import write_frames
+
+    train, val = tmp_path / "train.xyz", tmp_path / "val.xyz"
+    write_frames(train, helpers.relabel(water48[:7], helpers.shifted_energy, forces=False))
+    write_frames(val, helpers.relabel(water48[7:], helpers.shifted_energy))
+    config = helpers.config_for(train, epochs=4, transfer={"init_from": str(pretrained)})
+    config = config.replace(data={"val_paths": (str(val),)})
+    result = fit(config, tmp_path / "run", progress=False)
+    for record in result.history:
+        assert record["val_force_rmse_mev_per_A"] > 0  # measured on the validation forces ...
+        energy_term = config.train.energy_weight * (record["val_energy_rmse_mev_per_atom"] / 1000) ** 2
+        assert record["val_loss"] == pytest.approx(energy_term, rel=1e-12)  # ... but not selected on
+    best = min(result.history, key=lambda r: r["val_energy_rmse_mev_per_atom"])
+    assert result.metrics["energy_rmse_mev_per_atom"] == best["val_energy_rmse_mev_per_atom"]
+    # with forces in the training frames, the force term counts again
+    write_frames(train, helpers.relabel(water48[:7], helpers.shifted_energy))
+    with_forces = fit(config.replace(train={"epochs": 1}), tmp_path / "forces", progress=False).history[0]
+    assert with_forces["val_loss"] > config.train.energy_weight * (
+        with_forces["val_energy_rmse_mev_per_atom"] / 1000) ** 2 + 1e-9
+
+
 @pytest.mark.usefixtures("one_thread")
 def test_finetune_resume_reaches_the_same_weights(pretrained, shifted_file, helpers, tmp_path):
     opts = {"transfer": {"init_from": str(pretrained), "freeze": ("interactions:1",)}}
