@@ -112,10 +112,12 @@ def main(argv: list[str] | None = None) -> dict:
                        "--out", "$OUT", *(["--resume"] if args.resume else []),
                        *(["--ship"] if args.ship else []), *(["--", *args.train_args] if args.train_args else [])])
     previous = args.out / "metrics.json"
+    trained = True
     if args.resume and previous.is_file():  # the invocations that trained the model, in order
         before = json.loads(previous.read_text())
         earlier = before["script"].replace(f"--out {args.out} ", "--out $OUT ")  # records made before $OUT
-        script = earlier + ("\n" + script if before["training"]["epochs"] < len(history) else "")
+        trained = before["training"]["epochs"] < len(history)
+        script = earlier + ("\n" + script if trained else "")
     record = {
         "model": NAME,
         "data": {"source": SOURCE, "split_seed": args.seed, "split": "80/10/10 as benchmarks/accuracy/run.py",
@@ -126,7 +128,9 @@ def main(argv: list[str] | None = None) -> dict:
         "script": script,
         "training": {"wall_s": round(loop["elapsed_s"]), "epochs": len(history),
                      "device": "cuda" if torch.cuda.is_available() else "cpu",
-                     "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
+                     # an invocation that trained nothing (only scored and shipped) keeps the threads of training
+                     "threads": torch.get_num_threads() if not (args.resume and previous.is_file() and not trained)
+                     else before["training"]["threads"], "machine": platform.processor() or platform.machine(),
                      "torch": torch.__version__},
         "test": test,
         "regression": {"frames": regression, "metrics": reg},
