@@ -129,8 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
         "training": {"wall_s": round(loop["elapsed_s"]), "epochs": len(history),
                      "device": "cuda" if torch.cuda.is_available() else "cpu",
                      # an invocation that trained nothing (only scored and shipped) keeps the threads of training
-                     "threads": torch.get_num_threads() if not (args.resume and previous.is_file() and not trained)
-                     else before["training"]["threads"], "machine": platform.processor() or platform.machine(),
+                     "threads": torch.get_num_threads() if trained else before["training"]["threads"], "machine": platform.processor() or platform.machine(),
                      "torch": torch.__version__},
         "test": test,
         "regression": {"frames": regression, "metrics": reg},
