@@ -96,11 +96,12 @@ def test_pretrained_script_smoke(shared_data, tmp_path):
     assert "--val $OUT/splits/cheng/val.xyz --out $OUT/model " in again["command"]
     assert str(tmp_path) not in again["command"] + again["script"]
     # a third call with the same budget trains nothing: the script gains no line, threads stay those of training
-    torch.set_num_threads(torch.get_num_threads() + 1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads + 1)
     try:
         third = bench.main(["--max-frames", "10", "--regression-frames", "1", "--minutes", "2", "--resume",
                             "--out", str(tmp_path), "--", "--epochs", "2"])
     finally:
-        torch.set_num_threads(torch.get_num_threads() - 1)
+        torch.set_num_threads(threads)
     assert third["script"] == again["script"] and third["training"]["epochs"] == 2
     assert third["training"]["threads"] == again["training"]["threads"]
