@@ -22,10 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pbcgnn.evaluate import error_metrics, predict
-from pbcgnn.train.checkpoint import load_checkpoint
-from pbcgnn.train.config import Config, DataConfig, ModelConfig, TrainConfig
-from pbcgnn.train.loop import fit, load_datasets, resolve_device
+from pbcgnn.checkpoint import load_checkpoint
+from pbcgnn.config import Config, DataConfig, ModelConfig, TrainConfig
+from pbcgnn.dataset import load_datasets
+from pbcgnn.device import resolve_device
+from pbcgnn.evaluation import error_metrics, predict
+from pbcgnn.train.run import fit
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared/data/deepmd_water/deepmd_water.xyz"
 

@@ -27,15 +27,15 @@ def evaluate(checkpoint, data, fmt, length_unit, energy_unit, out, device, batch
     are those of the mean, and the per-frame spread is compared with the error: Spearman rank
     correlation (rho) and RMS error over RMS spread (err/sd), plotted in calibration.png.
     """
-    from pbcgnn.evaluate import evaluate as run_eval
-    from pbcgnn.train.loop import resolve_device
+    from pbcgnn.device import resolve_device
+    from pbcgnn.evaluation.report import evaluate as run_eval
 
     dev = str(resolve_device(device))
     if data:
         results = run_eval(checkpoint, data, out, format=fmt, length_unit=length_unit, energy_unit=energy_unit,
                            device=dev, batch_size=batch_size)
     else:
-        from pbcgnn.evaluate import evaluate_validation
+        from pbcgnn.evaluation.report import evaluate_validation
 
         results = evaluate_validation(checkpoint, out, device=dev, batch_size=batch_size)
     width = max(len(k) for k in results)

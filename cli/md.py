@@ -60,10 +60,10 @@ def md(checkpoint, structure, frame, fmt, length_unit, energy_unit, repeat, engi
     Writes OUT/trajectory.xyz (extended XYZ with energies and forces), OUT/thermo.csv (time in
     ps; energies in eV; temperature in K; volume in A^3) and OUT/run.json (speed in ns/day).
     """
+    from pbcgnn.device import resolve_device
     from pbcgnn.errors import InputError
     from pbcgnn.io import read_frames
     from pbcgnn.md import run_md
-    from pbcgnn.train.loop import resolve_device
 
     config = MDConfig(engine=engine, ensemble=ensemble, temperature_K=temperature, timestep_fs=timestep,
                       steps=steps, friction_per_ps=friction, pressure_bar=pressure,

@@ -1,9 +1,34 @@
-"""Click options shared by several commands (data units and format)."""
+"""Click options shared by several commands, and the one mapping from ``pbcgnn train``'s options to a Config."""
 from __future__ import annotations
 
 import click
 
+from pbcgnn.config import CommitteeConfig, Config, DataConfig, ModelConfig, TrainConfig, TransferConfig
 from pbcgnn.units import ENERGY_UNITS, LENGTH_UNITS
+
+#: Config section and field of every ``pbcgnn train`` option that is not the field's own name.
+RENAMED = {"data": ("data", "paths"), "fmt": ("data", "format"), "features": ("model", "hidden_channels"),
+           "filters": ("model", "num_filters"), "interactions": ("model", "num_interactions"),
+           "rbf": ("model", "num_rbf"), "committee": ("committee", "size")}
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "transfer": TransferConfig,
+            "committee": CommitteeConfig}
+
+
+def default(section: str, name: str):
+    """The config's default of ``section.name``: the only place defaults live."""
+    return SECTIONS[section].__dataclass_fields__[name].default
+
+
+def config_from_params(params: dict) -> Config:
+    """A Config from click's parameters (option names as in :data:`RENAMED`, else the field's own);
+    parameters that are no config field (``out``, ``resume``, ...) are left out."""
+    values: dict[str, dict] = {name: {} for name in SECTIONS}
+    fields = {f: s for s, kind in SECTIONS.items() for f in kind.__dataclass_fields__}
+    for name, value in params.items():
+        section, field = RENAMED.get(name, (fields.get(name), name))
+        if section is not None:
+            values[section][field] = tuple(value) if isinstance(value, (list, tuple)) else value
+    return Config(**{s: SECTIONS[s](**v) for s, v in values.items()})
 
 
 def data_options(f):

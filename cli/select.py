@@ -25,8 +25,8 @@ def select(checkpoint, pool, fmt, length_unit, energy_unit, n, out, out_format, 
 
     Spreads are standard deviations over the members, in eV/A (forces) or eV/atom (energy).
     """
-    from pbcgnn.committee import select_frames
-    from pbcgnn.train.loop import resolve_device
+    from pbcgnn.device import resolve_device
+    from pbcgnn.select import select_frames
 
     rows = select_frames(checkpoint, pool, n, out, by=by, out_format=out_format, format=fmt,
                          length_unit=length_unit, energy_unit=energy_unit, device=str(resolve_device(device)),

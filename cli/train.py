@@ -5,11 +5,11 @@ from pathlib import Path
 
 import click
 
-from pbcgnn.train.config import CommitteeConfig, ModelConfig, TrainConfig, TransferConfig
+from pbcgnn.config import CommitteeConfig, DataConfig, ModelConfig, TrainConfig, TransferConfig
 
-from .options import data_options, data_paths
+from .options import config_from_params, data_options, data_paths
 
-_M, _T, _X, _C = ModelConfig(), TrainConfig(), TransferConfig(), CommitteeConfig()
+_D, _M, _T, _X, _C = DataConfig(), ModelConfig(), TrainConfig(), TransferConfig(), CommitteeConfig()
 #: Options that define the architecture: taken from the checkpoint when fine-tuning.
 ARCHITECTURE = ("cutoff", "features", "filters", "interactions", "rbf")
 BUNDLED = Path(__file__).resolve().parents[1] / "data" / "n2p2_h2o_rpbe_d3" / "input.data"
@@ -29,9 +29,9 @@ def bundled_data() -> Path:
               help="Output folder: best.pt, last.pt, TensorBoard logs.")
 @click.option("--val", "val_paths", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Validation file(s); default: a random --val-fraction of DATA.")
-@click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1,
+@click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=_D.val_fraction,
               show_default=True)
-@click.option("--split-seed", type=int, default=0, show_default=True)
+@click.option("--split-seed", type=int, default=_D.split_seed, show_default=True)
 @click.option("--cutoff", type=click.FloatRange(min=0, min_open=True), default=_M.cutoff, show_default=True,
               help="Neighbour cutoff in Angstrom.")
 @click.option("--features", type=click.IntRange(min=1), default=_M.hidden_channels, show_default=True)
@@ -57,9 +57,9 @@ def bundled_data() -> Path:
               help="Early stop after this many epochs without improvement.")
 @click.option("--seed", type=int, default=_T.seed, show_default=True)
 @click.option("--device", default=_T.device, show_default=True, help="auto, cpu or cuda.")
-@click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True), default=_T.max_minutes,
               help="Stop after this wall-clock time.")
-@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=_D.cache_dir,
               help="Cache processed graphs here [default: in memory].")
 @click.option("--init-from", type=click.Path(exists=True, dir_okay=False), default=_X.init_from,
               help="Fine-tune this checkpoint: architecture and cutoff from it, E0 refitted on DATA.")
@@ -74,10 +74,7 @@ def bundled_data() -> Path:
 @click.option("--resume", is_flag=True, help="Continue from OUT/last.pt (options stored there are used).")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @click.pass_context
-def train(ctx, data, fmt, length_unit, energy_unit, out, val_paths, val_fraction, split_seed, cutoff, features,
-          filters, interactions, rbf, dtype, epochs, batch_size, lr, energy_weight, force_weight, lr_schedule,
-          anneal, min_lr, ema_decay, patience, seed, device, max_minutes, cache_dir, init_from, freeze, keep_scale,
-          committee, bootstrap, resume, progress) -> None:
+def train(ctx, data, out, resume, progress, **options) -> None:
     """Train SchNet on DATA (n2p2 input.data, extended XYZ, any ASE format).
 
     With no DATA, trains on the bundled real water sample (16 RPBE-D3 frames).
@@ -85,28 +82,16 @@ def train(ctx, data, fmt, length_unit, energy_unit, out, val_paths, val_fraction
     frames without forces train on their energy only). With --committee N, trains N models
     whose spread `pbcgnn eval` calibrates and `pbcgnn select` uses.
     """
-    from pbcgnn.train.config import CommitteeConfig, Config, DataConfig, TransferConfig
-    from pbcgnn.train.loop import fit
+    from pbcgnn.train.run import fit
 
-    if init_from is not None:
+    if options["init_from"] is not None:
         given = [f"--{name}" for name in ARCHITECTURE
                  if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
         if given:
             raise click.UsageError(f"{', '.join(given)}: with --init-from the architecture comes from the checkpoint")
-    paths = tuple(data) or (str(bundled_data()),)
-    config = Config(
-        data=DataConfig(paths=paths, val_paths=tuple(val_paths), val_fraction=val_fraction, split_seed=split_seed,
-                        format=fmt, length_unit=length_unit, energy_unit=energy_unit, cache_dir=cache_dir),
-        model=ModelConfig(hidden_channels=features, num_filters=filters, num_interactions=interactions,
-                          num_rbf=rbf, cutoff=cutoff, dtype=dtype),
-        train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, energy_weight=energy_weight,
-                          force_weight=force_weight, lr_schedule=lr_schedule, anneal=anneal,
-                          min_lr=min_lr, ema_decay=ema_decay, patience=patience, seed=seed,
-                          device=device, max_minutes=max_minutes),
-        transfer=TransferConfig(init_from=init_from, keep_scale=keep_scale,
-                                freeze=tuple(f.strip() for f in freeze.split(",")) if freeze else ()),
-        committee=CommitteeConfig(size=committee, bootstrap=bootstrap),
-    )
+    freeze = options.pop("freeze")
+    config = config_from_params({**options, "data": tuple(data) or (str(bundled_data()),),
+                                 "freeze": tuple(f.strip() for f in freeze.split(",")) if freeze else ()})
     result = fit(config, out, resume=resume, progress=progress)  # validates (after taking the architecture)
     m = result.metrics
     members = {rec["member"] for rec in result.history if "member" in rec}

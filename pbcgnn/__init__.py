@@ -22,15 +22,17 @@ _EXPORTS = {
     "SchNet": "pbcgnn.model",
     "compute_properties": "pbcgnn.model",
     "PbcgnnCalculator": "pbcgnn.calculator",
-    "Config": "pbcgnn.train.config",
-    "DataConfig": "pbcgnn.train.config",
-    "ModelConfig": "pbcgnn.train.config",
-    "TrainConfig": "pbcgnn.train.config",
-    "fit": "pbcgnn.train.loop",
-    "load_checkpoint": "pbcgnn.train.checkpoint",
-    "evaluate": "pbcgnn.evaluate",
-    "Committee": "pbcgnn.committee",
-    "select_frames": "pbcgnn.committee",
+    "Config": "pbcgnn.config",
+    "TransferConfig": "pbcgnn.config",
+    "CommitteeConfig": "pbcgnn.config",
+    "DataConfig": "pbcgnn.config",
+    "ModelConfig": "pbcgnn.config",
+    "TrainConfig": "pbcgnn.config",
+    "fit": "pbcgnn.train.run",
+    "load_checkpoint": "pbcgnn.checkpoint",
+    "evaluate": "pbcgnn.evaluation.report",
+    "Committee": "pbcgnn.model.committee",
+    "select_frames": "pbcgnn.select",
     "MDConfig": "pbcgnn.md",
     "run_md": "pbcgnn.md",
     "analyze": "pbcgnn.analysis",
@@ -50,12 +52,13 @@ def __getattr__(name: str) -> Any:
 if TYPE_CHECKING:  # for type checkers and IDEs only
     from .calculator import PbcgnnCalculator
     from .analysis import analyze, energy_drift, rdf
-    from .committee import Committee, select_frames
+    from .model.committee import Committee
+    from .select import select_frames
     from .md import MDConfig, run_md
-    from .evaluate import evaluate
-    from .train.checkpoint import load_checkpoint
-    from .train.config import Config, DataConfig, ModelConfig, TrainConfig
-    from .train.loop import fit
+    from .evaluation.report import evaluate
+    from .checkpoint import load_checkpoint
+    from .config import CommitteeConfig, Config, DataConfig, ModelConfig, TrainConfig, TransferConfig
+    from .train.run import fit
     from .dataset import FrameDataset
     from .errors import InputError
     from .graph import PeriodicInteractionGraph, atoms_to_graph

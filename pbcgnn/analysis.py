@@ -13,6 +13,8 @@ from ase import Atoms
 from ase.data import atomic_numbers, chemical_symbols
 
 from .errors import InputError
+from .io import read_frames
+from .md.output import read_thermo
 from .neighbors import neighbor_list
 from .units import AMU_PER_A3
 
@@ -130,9 +132,6 @@ def analyze(
         the ``energy_drift_mev_per_atom_per_ps`` (a linear fit; meaningful for NVE) and the
         position of the highest peak of each RDF (Angstrom).
     """
-    from .io import read_frames
-    from .md.output import read_thermo
-
     run = Path(run_dir)
     out = Path(out_dir) if out_dir is not None else run
     out.mkdir(parents=True, exist_ok=True)

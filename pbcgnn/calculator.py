@@ -12,9 +12,12 @@ from ase.data import chemical_symbols
 from ase.stress import full_3x3_to_voigt_6_stress
 from torch_geometric.data import Data
 
+from .checkpoint import load_checkpoint
 from .errors import InputError
 from .graph import MIN_DISTANCE, _where, atoms_to_graph
+from .model import SchNet
 from .model.derivatives import compute_properties
+from .model.tabulate import tabulate as make_table
 from .neighbors import radius_graph_pbc
 
 __all__ = ["PbcgnnCalculator"]
@@ -57,7 +60,7 @@ class PbcgnnCalculator(Calculator):
     same autograd pass), so NPT integrators that ask for forces and then stress cost one
     evaluation per step. ``free_energy`` equals ``energy`` (no electronic entropy).
 
-    Committees (a model with ``committee_properties``, e.g. :class:`pbcgnn.committee.Committee`):
+    Committees (a model with ``committee_properties``, e.g. :class:`pbcgnn.model.Committee`):
     energy, forces and stress are the members' means, and ``results`` also holds the spread:
     ``energy_std`` (eV), ``forces_std`` ([N, 3] eV/Angstrom) and the members' ``energies`` [M].
 
@@ -131,13 +134,8 @@ class PbcgnnCalculator(Calculator):
         The checkpoint's ``periodic`` entry (default True: pbcgnn trains on periodic frames)
         decides whether a frame without a cell is refused.
         """
-        from .train.checkpoint import load_checkpoint
-
         model, ckpt = load_checkpoint(path, device=device, dtype=dtype)
         if tabulate:
-            from .model import SchNet
-            from .model.tabulate import tabulate as make_table
-
             if type(model) is not SchNet:
                 raise InputError("tabulation works for single models, not committees", path=path)
             model = make_table(model)

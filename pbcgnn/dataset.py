@@ -1,4 +1,4 @@
-"""FrameDataset: labelled frames as periodic PyG graphs, cached on disk, with seeded splits."""
+"""FrameDataset: labelled frames as periodic PyG graphs, cached on disk, with seeded splits and bootstrap resamples."""
 from __future__ import annotations
 
 import hashlib
@@ -11,23 +11,17 @@ from pathlib import Path
 import torch
 from torch_geometric.data import Data, InMemoryDataset
 
+from .config import Config
 from .errors import InputError
 from .graph import atoms_to_graph
 from .io import check_path, read_frames
 
-__all__ = ["FrameDataset", "split_indices", "GRAPH_VERSION", "default_cache_dir"]
+__all__ = ["FrameDataset", "split_indices", "bootstrap_indices", "load_datasets", "GRAPH_VERSION"]
 
 log = logging.getLogger(__name__)
 
 #: Bump when graph fields or their meaning change: old caches are then ignored.
 GRAPH_VERSION = 1
-
-
-def default_cache_dir() -> Path:
-    """``$PBCGNN_CACHE`` or ``$XDG_CACHE_HOME/pbcgnn`` (``~/.cache/pbcgnn``)."""
-    if "PBCGNN_CACHE" in os.environ:
-        return Path(os.environ["PBCGNN_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pbcgnn"
 
 
 def _file_hash(path: Path) -> str:
@@ -174,3 +168,24 @@ def split_indices(n: int, fractions: Sequence[float] = (0.9, 0.1), seed: int = 0
         raise InputError(f"expected enough frames to split {fractions}, found {n}")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return list(torch.split(perm, sizes))
+
+
+def bootstrap_indices(n: int, seed: int) -> torch.Tensor:
+    """A bootstrap resample of ``range(n)``: n indices drawn with replacement, [n] int64, sorted.
+
+    Depends only on ``n`` and ``seed`` (an explicit generator; the global RNG is untouched).
+    About 63 % of the frames appear, some several times.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(n, (n,), generator=generator).sort().values
+
+
+def load_datasets(config: Config) -> tuple[FrameDataset, FrameDataset]:
+    """Training and validation graphs of a run: separate files, or a seeded random split."""
+    d = config.data
+    opts = dict(root=d.cache_dir, format=d.format, length_unit=d.length_unit, energy_unit=d.energy_unit)
+    full = FrameDataset(list(d.paths), config.model.cutoff, **opts)
+    if d.val_paths:
+        return full, FrameDataset(list(d.val_paths), config.model.cutoff, **opts)
+    train, val = full.split((1.0 - d.val_fraction, d.val_fraction), seed=d.split_seed)
+    return train, val

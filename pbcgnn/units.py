@@ -50,12 +50,12 @@ ENERGY_UNITS: dict[str, float] = {
     "kj/mol": KJ_PER_MOL,
 }
 
-_ALIASES = {"a": "angstrom", "ang": "angstrom", "å": "angstrom", "ha": "hartree", "au": None}
+_ALIASES = {"a": "angstrom", "ang": "angstrom", "å": "angstrom", "ha": "hartree"}
 
 
 def _lookup(table: dict[str, float], name: str, kind: str) -> float:
     key = name.strip().lower()
-    key = _ALIASES.get(key, key) or key
+    key = _ALIASES.get(key, key)
     if key not in table:
         raise InputError(f"unknown {kind} unit {name!r}; expected one of {', '.join(table)}")
     return table[key]

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch_geometric.loader import DataLoader
 
-from pbcgnn.dataset import FrameDataset, split_indices
+from pbcgnn.dataset import FrameDataset, bootstrap_indices, split_indices
 from pbcgnn.errors import InputError
 from pbcgnn.graph import PeriodicInteractionGraph, atoms_to_graph
 
@@ -104,3 +104,10 @@ def test_pyg_schnet_runs_on_periodic_edges(bundled_n2p2):
     energy = model(batch.z, graph.bind(batch).pos, batch.batch).squeeze(-1)
     assert energy.shape == (2,)
     np.testing.assert_allclose(energy[1].item(), 8 * energy[0].item(), rtol=1e-9)
+
+
+def test_bootstrap_indices():
+    idx = bootstrap_indices(50, seed=3)
+    assert torch.equal(idx, bootstrap_indices(50, seed=3)) and not torch.equal(idx, bootstrap_indices(50, seed=4))
+    assert idx.shape == (50,) and int(idx.min()) >= 0 and int(idx.max()) < 50
+    assert 20 < len(set(idx.tolist())) < 45  # drawn with replacement (about 63 % distinct)

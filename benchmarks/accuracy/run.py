@@ -29,9 +29,10 @@ import ase.io
 import numpy as np
 import torch
 
+from pbcgnn.config import Config, DataConfig, ModelConfig, TrainConfig
+from pbcgnn.device import resolve_device
 from pbcgnn.io import read_frames
-from pbcgnn.train.config import Config, DataConfig, ModelConfig, TrainConfig
-from pbcgnn.train.loop import fit, resolve_device
+from pbcgnn.train.run import fit
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 SETS = {

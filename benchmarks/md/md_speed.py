@@ -30,10 +30,10 @@ import ase.io
 import torch
 
 from pbcgnn.calculator import PbcgnnCalculator
+from pbcgnn.checkpoint import build_model
+from pbcgnn.config import Config, ModelConfig
 from pbcgnn.md import MDConfig, run_md
 from pbcgnn.neighbors import neighbor_list
-from pbcgnn.train.checkpoint import build_model
-from pbcgnn.train.config import Config, ModelConfig
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2].parent / "shared/data/deepmd_water/deepmd_water.xyz"
 REPEATS = {192: (1, 1, 1), 1536: (2, 2, 2), 12288: (4, 4, 4), 98304: (8, 8, 8)}

@@ -37,14 +37,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pbcgnn.committee import spearman
+from pbcgnn.checkpoint import load_checkpoint
+from pbcgnn.config import CommitteeConfig, Config, DataConfig, ModelConfig, TrainConfig, TransferConfig
 from pbcgnn.dataset import FrameDataset
-from pbcgnn.evaluate import predict, prediction_metrics
+from pbcgnn.device import resolve_device
+from pbcgnn.evaluation import predict, prediction_metrics
+from pbcgnn.evaluation.metrics import spearman
 from pbcgnn.io import read_frames, write_frames
-from pbcgnn.train.checkpoint import load_checkpoint
-from pbcgnn.train.config import CommitteeConfig, Config, DataConfig, ModelConfig, TrainConfig, TransferConfig
-from pbcgnn.train.loop import fit, resolve_device
-from pbcgnn.transfer import refit_reference
+from pbcgnn.train.reference import fit_reference
+from pbcgnn.train.run import fit
 
 log = logging.getLogger("benchmarks.transfer")
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -150,7 +151,7 @@ def train_and_test(config: Config, out: Path, test: FrameDataset, device) -> dic
     model, _ = load_checkpoint(result.best, device=device)
     pred = predict(model, test, device=device)
     if pred.energy_std is not None:  # a committee: per-frame spread vs error on the test part
-        from pbcgnn.plots import calibration_plot
+        from pbcgnn.evaluation.plots import calibration_plot
 
         calibration_plot(pred, out / "test_calibration.png")
     metrics = prediction_metrics(pred)
@@ -161,7 +162,7 @@ def train_and_test(config: Config, out: Path, test: FrameDataset, device) -> dic
 def refit_only(pretrained: Path, train: Path, test: FrameDataset, device) -> dict:
     """The pretrained model with E0 (and the scale, function-preserving) refitted on ``train``."""
     model, _ = load_checkpoint(pretrained, device=device)
-    refit_reference(model, FrameDataset(train, model.cutoff), device=device)
+    fit_reference(model, FrameDataset(train, model.cutoff), device=device)
     return prediction_metrics(predict(model, test, device=device))
 
 
@@ -181,7 +182,7 @@ def ice_question(args, paths, pretrained: Path, device) -> dict:
                 "energy_per_atom_pred": e.tolist()}
 
     model, _ = load_checkpoint(pretrained, device=device)
-    refit_reference(model, FrameDataset(paths["ice_train"], cutoff), device=device)
+    fit_reference(model, FrameDataset(paths["ice_train"], cutoff), device=device)
     out = {"volumes_per_h2o": volumes, "energy_per_atom_ref": ref.tolist(), "pretrained_e0_refit": ranking(model)}
     n = args.ice_k
     runs = {"finetune": run_config(args, paths["ice_train"], paths["ice_train"], n, args.lr_finetune,
@@ -259,7 +260,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def _plot(table: dict, path: Path) -> None:
-    from pbcgnn.plots import learning_curve_plot
+    from pbcgnn.evaluation.plots import learning_curve_plot
 
     names = {"finetune": "fine-tuned", "finetune_energy_only": "fine-tuned, energies only",
              "scratch": "from scratch", "pretrained_e0_refit": "pretrained, E0 refit only"}

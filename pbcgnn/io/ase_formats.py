@@ -22,7 +22,7 @@ from ase.io.formats import UnknownFileTypeError, filetype, ioformats
 
 from ..errors import InputError
 from ..units import energy_factor, length_factor
-from . import KNOWN_SYMBOLS, check_path, validate_frames
+from .checks import KNOWN_SYMBOLS, check_path, validate_frames
 
 __all__ = ["read_ase", "write_ase", "write_extxyz"]
 

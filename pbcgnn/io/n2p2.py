@@ -31,7 +31,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from ..errors import InputError
 from ..units import energy_factor, length_factor
-from . import KNOWN_SYMBOLS, cell_problem, check_path, validate_frames
+from .checks import KNOWN_SYMBOLS, cell_problem, check_path, validate_frames
 
 __all__ = ["read_n2p2", "write_n2p2"]
 

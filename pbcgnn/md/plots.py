@@ -4,24 +4,21 @@ from __future__ import annotations
 import os
 
 import numpy as np
+from matplotlib.figure import Figure
 
 __all__ = ["plot_rdf", "plot_thermo"]
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; never needs a display
-    import matplotlib.pyplot as plt
-
-    return plt
+def _figure(**kwargs) -> Figure:
+    """A figure on the Agg canvas of its own: no pyplot, so the process's backend is untouched."""
+    return Figure(layout="constrained", **kwargs)
 
 
 def plot_rdf(r: np.ndarray, curves: dict[str, np.ndarray], path: str | os.PathLike, title: str = "") -> None:
     """g(r) of each pair (e.g. ``{"O-O": g, "O-H": g, "H-H": g}``) against r in Angstrom. A peak more
     than three times higher than every other curve's (water's O-H bond) is clipped."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4.2), constrained_layout=True)
+    fig = _figure(figsize=(6, 4.2))
+    ax = fig.subplots()
     for name, g in curves.items():
         ax.plot(r, g, label=name)
     ax.axhline(1.0, color="0.7", lw=0.8)
@@ -37,17 +34,16 @@ def plot_rdf(r: np.ndarray, curves: dict[str, np.ndarray], path: str | os.PathLi
     if title:
         ax.set_title(title, fontsize=10)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def plot_thermo(thermo: dict[str, np.ndarray], path: str | os.PathLike, natoms: int | None = None) -> None:
     """Temperature (K), energies (eV, relative to the first total energy) and, when it
     changes, the volume (Angstrom^3) against time in ps."""
-    plt = _pyplot()
     t = thermo["time_ps"]
     volume = thermo["volume_A3"]
     panels = 3 if np.ptp(volume) > 0 else 2
-    fig, axes = plt.subplots(panels, 1, figsize=(7, 2.4 * panels), sharex=True, constrained_layout=True)
+    fig = _figure(figsize=(7, 2.4 * panels))
+    axes = fig.subplots(panels, 1, sharex=True)
     axes[0].plot(t, thermo["temperature_K"], lw=0.8)
     axes[0].set_ylabel("T (K)")
     e0 = thermo["total_eV"][0]
@@ -63,4 +59,3 @@ def plot_thermo(thermo: dict[str, np.ndarray], path: str | os.PathLike, natoms: 
     if natoms:
         axes[0].set_title(f"{natoms} atoms", fontsize=10)
     fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -13,7 +13,9 @@ from ase.calculators.calculator import Calculator
 from ase.md.velocitydistribution import Stationary
 
 from .. import __version__
+from ..calculator import PbcgnnCalculator
 from ..errors import InputError
+from .ase_md import run_ase
 from .config import MDConfig
 from .output import MDRecorder
 
@@ -101,16 +103,12 @@ def run_md(
     if isinstance(potential, Calculator):
         calc = potential
     else:
-        from ..calculator import PbcgnnCalculator
-
         calc = PbcgnnCalculator.from_checkpoint(potential, device=device, dtype=dtype, skin=config.skin,
                                                 tabulate=config.tabulate)
     start = initial_state(atoms, config)
     out = Path(out_dir)
     with MDRecorder(out, config.steps, config.timestep_fs, progress=progress) as recorder:
         if config.engine == "ase":
-            from .ase_md import run_ase
-
             final = run_ase(start, calc, config, recorder)
         else:
             from .openmm_md import run_openmm

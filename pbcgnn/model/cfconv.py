@@ -1,9 +1,7 @@
 """CFConv, SchNet's continuous-filter convolution as a PyG layer, and the interaction block."""
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-from functools import partial
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -11,28 +9,19 @@ from torch import Tensor
 from torch.nn import Linear
 from torch_geometric.nn import MessagePassing
 
-from .chunked import chunked_aggregate
+from .aggregate import Aggregation, AutogradSum, NetworkFilter
+from .aggregate.network import LOG2, filter_network
 
 __all__ = ["shifted_softplus", "filter_network", "CFConv", "InteractionBlock"]
-
-_LOG2 = math.log(2.0)
 
 
 def shifted_softplus(x: Tensor) -> Tensor:
     """``softplus(x) - log 2``: smooth, and 0 at x = 0 so an untrained network starts near zero."""
-    return F.softplus(x) - _LOG2
+    return F.softplus(x) - LOG2
 
 
-def filter_network(
-    edge_rbf: Tensor, edge_cutoff: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor
-) -> Tensor:
-    """``(W2 ssp(W1 e + b1) + b2) * f_c`` [E, F]: the filter of :class:`CFConv` as a function of its weights.
-
-    The shift ``-log 2`` of the shifted softplus is folded into the second bias (one [E, F]
-    pass less); equal to the layer-by-layer formula up to float rounding.
-    """
-    h = F.softplus(F.linear(edge_rbf, w1, b1))  # [E, F]
-    return F.linear(h, w2, b2 - _LOG2 * w2.sum(dim=1)) * edge_cutoff.unsqueeze(-1)  # [E, F], 0 beyond rc
+#: A layer called without an aggregation sums its messages by plain autograd.
+_PLAIN = AutogradSum(NetworkFilter())
 
 
 class CFConv(MessagePassing):
@@ -51,28 +40,31 @@ class CFConv(MessagePassing):
     over edges with centre :math:`i` = ``edge_index[1]`` and neighbour :math:`j` =
     ``edge_index[0]`` (PyG ``source_to_target``); periodic images are separate edges.
 
-    Execution (same result to float rounding): in training mode the sum is PyG's
-    ``propagate`` under plain autograd, the fastest way to the second derivative a force
-    loss needs. In eval mode it is :func:`pbcgnn.model.chunked.chunked_aggregate`: edges in
-    chunks, filters recomputed in the backward pass, so energy and forces of 10^5 atoms fit
-    in a few GiB (a second derivative still works, recomputing the whole graph). With
-    ``symmetric=True`` the edge list holds one edge per mirror pair
-    (:func:`pbcgnn.neighbors.mirror_pairs`) and each edge also sends :math:`\mathbf{x}_i`
-    to :math:`j`: the filter, a function of the distance only, is evaluated once per pair.
+    The sum is delegated to an :class:`~pbcgnn.model.aggregate.Aggregation` (same result to
+    float rounding): plain autograd through :meth:`propagate` and :meth:`message` by default
+    and in training, chunked in bounded memory or through a table in evaluation, as
+    :func:`pbcgnn.model.aggregate.select` decides for the model. With ``symmetric=True`` the
+    edge list holds one edge per mirror pair (:func:`pbcgnn.neighbors.mirror_pairs`) and
+    each edge also sends :math:`\mathbf{W}_1 \mathbf{x}_i` to :math:`j`: the filter, a
+    function of the distance only, is evaluated once per pair.
 
     Args:
         in_channels: size of the input node features.
         out_channels: size of the output node features.
         num_filters: width :math:`F` of the filter and of the convolution.
-        num_rbf: size of the radial basis the filter network reads.
+        num_rbf: size :math:`K` of the radial basis the filter network reads.
 
     Shapes:
         - **input:** node features :math:`(|\mathcal{V}|, F_{in})`,
-          edge indices :math:`(2, |\mathcal{E}|)`,
-          radial basis :math:`(|\mathcal{E}|, K)`,
-          cutoff envelope :math:`(|\mathcal{E}|)`
+          edge indices :math:`(2, |\mathcal{E}|)`, ``edge_attr``: radial basis
+          :math:`(|\mathcal{E}|, K)` and cutoff envelope :math:`(|\mathcal{E}|)` (or the
+          per-edge inputs ``aggregation.edge_attr(d)`` returned)
         - **output:** node features :math:`(|\mathcal{V}|, F_{out})`
     """
+
+    #: The arguments of :meth:`propagate` (called by the aggregation, not in this class's
+    #: source, where PyG would otherwise look for them): features [N, F] and filters [E, F].
+    propagate_type: ClassVar[dict[str, type]] = {"x": Tensor, "W": Tensor}
 
     def __init__(self, in_channels: int, out_channels: int, num_filters: int, num_rbf: int) -> None:
         super().__init__(aggr="add")
@@ -102,30 +94,25 @@ class CFConv(MessagePassing):
         return (self.filter1.weight, self.filter1.bias, self.filter2.weight, self.filter2.bias)
 
     def forward(
-        self, x: Tensor, edge_index: Tensor, edge_rbf: Tensor, edge_cutoff: Tensor, symmetric: bool = False
+        self,
+        x: Tensor,
+        edge_index: Tensor,
+        edge_attr: tuple[Tensor, ...],
+        symmetric: bool = False,
+        aggregation: Aggregation | None = None,
     ) -> Tensor:
-        filter_sum = partial(self.filter_sum, edge_rbf=edge_rbf, edge_cutoff=edge_cutoff, symmetric=symmetric)
-        return self.convolve(x, edge_index, filter_sum)
+        """``lin2(sum_j lin1(x)_j * W(d_ji))`` [N, F_out].
 
-    def convolve(self, x: Tensor, edge_index: Tensor, filter_sum: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
-        """``lin2(filter_sum(lin1(x), edge_index))``: the layer with another filter sum.
-
-        :meth:`forward` passes :meth:`filter_sum`; a tabulated model passes a table-based
-        sum (:meth:`pbcgnn.model.tabulate.FilterTable.filter_sum`).
+        Args:
+            x: [N, F_in] node features.
+            edge_index: [2, E] int64, rows (j, i) = (neighbour, centre).
+            edge_attr: the filter's per-edge inputs: (radial basis [E, K], envelope [E]) for
+                the default aggregation, else what ``aggregation.edge_attr(d)`` returned.
+            symmetric: every edge also carries the reverse message (one edge per mirror pair).
+            aggregation: how to compute the sum; default plain autograd on the filter network.
         """
-        return self.lin2(filter_sum(self.lin1(x), edge_index))  # [N, F_out]
-
-    def filter_sum(
-        self, x: Tensor, edge_index: Tensor, edge_rbf: Tensor, edge_cutoff: Tensor, symmetric: bool = False
-    ) -> Tensor:
-        """``sum_j x_j * W_ji`` at every centre i, [N, F], for ``x`` [N, F] after ``lin1``."""
-        if self.training:
-            W = self.filter(edge_rbf, edge_cutoff)  # [E, F]
-            out = self.propagate(edge_index, x=x, W=W)  # [N, F], summed at centres i
-            if symmetric:  # the reverse message of every pair, summed at j
-                out = out + self.propagate(edge_index.flip(0), x=x, W=W)
-            return out
-        return chunked_aggregate(x, edge_index, filter_network, (edge_rbf, edge_cutoff), self.filter_params(), symmetric)
+        aggregation = _PLAIN if aggregation is None else aggregation
+        return self.lin2(aggregation(self, self.lin1(x), edge_index, edge_attr, symmetric))  # [N, F_out]
 
     def message(self, x_j: Tensor, W: Tensor) -> Tensor:
         return x_j * W
@@ -165,11 +152,7 @@ class InteractionBlock(torch.nn.Module):
         torch.nn.init.xavier_uniform_(self.lin.weight)
         torch.nn.init.zeros_(self.lin.bias)
 
-    def forward(
-        self, x: Tensor, edge_index: Tensor, edge_rbf: Tensor, edge_cutoff: Tensor, symmetric: bool = False
-    ) -> Tensor:
-        return self.lin(shifted_softplus(self.conv(x, edge_index, edge_rbf, edge_cutoff, symmetric)))
-
-    def convolve(self, x: Tensor, edge_index: Tensor, filter_sum: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
-        """:meth:`forward` with another filter sum, as :meth:`CFConv.convolve`."""
-        return self.lin(shifted_softplus(self.conv.convolve(x, edge_index, filter_sum)))
+    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: tuple[Tensor, ...], symmetric: bool = False,
+                aggregation: Aggregation | None = None) -> Tensor:
+        """The update [N, H]; arguments as :meth:`CFConv.forward`."""
+        return self.lin(shifted_softplus(self.conv(x, edge_index, edge_attr, symmetric, aggregation)))

@@ -1,17 +1,16 @@
 """SchNet energy model: embedding -> interactions -> atomwise MLP -> float64 scatter-add energy."""
 from __future__ import annotations
 
-from functools import partial
-
 import torch
 from torch import Tensor
 from torch.nn import Embedding, Linear, ModuleList
 from torch_geometric.data import Data
 from torch_geometric.utils import scatter
 
+from ..config import ModelConfig
 from ..neighbors import edge_vectors, mirror_pairs, spatial_order
-from .cfconv import InteractionBlock, filter_network, shifted_softplus
-from .chunked import chunked_aggregate
+from .aggregate import Aggregation, NetworkFilter, select
+from .cfconv import InteractionBlock, shifted_softplus
 from .radial import CosineCutoff, GaussianRBF
 from .reference import AtomicReference
 
@@ -20,6 +19,8 @@ __all__ = ["SchNet", "SPATIAL_ORDER_MIN_ATOMS"]
 #: From this many atoms (all frames together) the model relabels atoms in Morton order
 #: internally (:func:`pbcgnn.neighbors.spatial_order`); [N, F] features then exceed the CPU cache.
 SPATIAL_ORDER_MIN_ATOMS = 8192
+
+_DEFAULT = ModelConfig()  # the one set of default sizes
 
 
 class SchNet(torch.nn.Module):
@@ -42,15 +43,17 @@ class SchNet(torch.nn.Module):
     edge list (every edge with its mirror, as pbcgnn's neighbour lists are; checked by
     :func:`pbcgnn.neighbors.mirror_pairs`) distances, basis and filters are computed once
     per pair and each pair carries both messages; in eval mode the convolutions run in edge
-    chunks with filters recomputed in the backward pass (:mod:`pbcgnn.model.chunked`), so
-    forces need ~250 bytes per edge; train mode keeps plain autograd, fastest for force
-    losses. From :data:`SPATIAL_ORDER_MIN_ATOMS` atoms the atoms are relabelled internally
+    chunks with filters recomputed in the backward pass, so forces need ~250 bytes per edge;
+    train mode keeps plain autograd, fastest for force losses (:meth:`aggregation`,
+    :mod:`pbcgnn.model.aggregate`). From :data:`SPATIAL_ORDER_MIN_ATOMS` atoms the atoms are relabelled internally
     along a space-filling curve for cache locality; outputs keep the caller's order.
 
     dtype: the network runs in its parameters' dtype (float32 by default; ``.double()``
     for tests); ``pos`` and ``cell`` are cast inside :meth:`forward`, so gradients still
     reach float64 inputs. Atomic energies ``s y_i + E_0[Z_i]`` and their sum are float64
     (:class:`AtomicReference`).
+
+    Defaults are :class:`pbcgnn.config.ModelConfig`'s, as for a model trained from the CLI.
 
     Args:
         hidden_channels: atom feature size.
@@ -63,11 +66,11 @@ class SchNet(torch.nn.Module):
 
     def __init__(
         self,
-        hidden_channels: int = 128,
-        num_filters: int = 128,
-        num_interactions: int = 6,
-        num_rbf: int = 50,
-        cutoff: float = 6.0,
+        hidden_channels: int = _DEFAULT.hidden_channels,
+        num_filters: int = _DEFAULT.num_filters,
+        num_interactions: int = _DEFAULT.num_interactions,
+        num_rbf: int = _DEFAULT.num_rbf,
+        cutoff: float = _DEFAULT.cutoff,
         max_z: int = 118,
     ) -> None:
         super().__init__()
@@ -157,29 +160,27 @@ class SchNet(torch.nn.Module):
         energies = self.reference(y, z)  # [N] float64 eV
         return energies if inverse is None else energies[inverse]  # in the caller's atom order
 
+    def radial(self, d: Tensor) -> tuple[Tensor, Tensor]:
+        """The filters' inputs at edge lengths ``d`` [E] (Angstrom): radial basis [E, K], envelope [E]."""
+        return self.rbf(d), self.envelope(d)
+
+    def aggregation(self) -> Aggregation:
+        """How the interactions sum their messages now: :func:`pbcgnn.model.aggregate.select` for the
+        filter network in the current mode (plain autograd in training, chunked in eval)."""
+        return select(NetworkFilter(self.radial), self.training)
+
     def interact(self, h: Tensor, edge_index: Tensor, d: Tensor, symmetric: bool) -> Tensor:
         """The interaction blocks: ``h`` [N, H] -> [N, H] given edges [2, E] of length ``d`` [E].
 
-        In train mode the radial basis and envelope are evaluated once and shared by all
-        blocks; in eval mode each chunk recomputes them from ``d`` (:mod:`pbcgnn.model.chunked`),
-        so nothing of size [E, K] is kept (:class:`pbcgnn.model.tabulate.TabulatedSchNet`
-        replaces the filters by a table).
+        The filters' per-edge inputs are computed once and shared by all blocks: the radial
+        basis and envelope in training, the lengths alone in eval (each chunk recomputes the
+        basis, so nothing of size [E, K] is kept).
         """
-        if self.training:
-            rbf, env = self.rbf(d), self.envelope(d)  # [E, K], [E]
-            for block in self.interactions:
-                h = h + block(h, edge_index, rbf, env, symmetric)
-            return h
-        # Eval: chunked sums that recompute basis and filters from d per chunk (no [E, K] kept).
+        aggregation = self.aggregation()
+        edge_attr = aggregation.edge_attr(d)
         for block in self.interactions:
-            filter_sum = partial(chunked_aggregate, filter_fn=self._filter, features=(d,),
-                                 params=block.conv.filter_params(), symmetric=symmetric)
-            h = h + block.convolve(h, edge_index, filter_sum)
+            h = h + block(h, edge_index, edge_attr, symmetric, aggregation)
         return h
-
-    def _filter(self, d: Tensor, *params: Tensor) -> Tensor:
-        """Filters [E, F] at distances ``d`` [E] for the filter-network weights ``params``."""
-        return filter_network(self.rbf(d), self.envelope(d), *params)
 
     def forward(
         self,

@@ -1,5 +1,5 @@
-"""Training: options (config), loss, the fit loop and checkpoints.
+"""Training: the loss, the typed training state, set-up, the epoch loop, fine-tuning, committees.
 
-Import the submodules directly (``pbcgnn.train.loop.fit``); this package imports nothing
-heavy so the CLI stays fast.
+:func:`pbcgnn.train.run.fit` is the entry point (re-exported as :func:`pbcgnn.fit`). This package
+imports nothing itself, so ``pbcgnn --help`` stays fast.
 """

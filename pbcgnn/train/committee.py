@@ -5,14 +5,18 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import read_checkpoint, save_checkpoint
-from .config import Config
+from ..checkpoint import combine_checkpoints, model_from_checkpoint, read_checkpoint, save_checkpoint
+from ..config import Config
+from ..dataset import FrameDataset, load_datasets
+from ..device import resolve_device
+from ..evaluation.metrics import prediction_metrics
+from ..evaluation.predict import predict
+from .loop import fit_model, resumed_config
+from .state import FitResult
 
-__all__ = ["fit_committee", "member_config", "combine_checkpoints"]
+__all__ = ["fit_committee", "member_config"]
 
 log = logging.getLogger(__name__)
-
-UNITS = {"energy": "eV", "length": "Angstrom"}
 
 
 def member_config(config: Config, k: int, init_members: int = 1) -> Config:
@@ -25,78 +29,65 @@ def member_config(config: Config, k: int, init_members: int = 1) -> Config:
     return config.replace(**changes)
 
 
-def combine_checkpoints(config: Config, members: list[dict[str, Any]], dirs: list[Path]) -> dict[str, Any]:
-    """One committee checkpoint from the members' single-model checkpoints (plain types only).
-
-    Args:
-        config: the committee's config (``committee.size`` = number of members).
-        members: the members' checkpoint dicts (``best.pt`` or ``last.pt``), in member order.
-        dirs: the members' run folders.
-    """
-    model = {f"members.{k}.{key}": value for k, ckpt in enumerate(members) for key, value in ckpt["model"].items()}
-    info = [{"seed": Config.from_dict(c["config"]).train.seed, "epoch": c["epoch"], "metrics": c.get("metrics", {}),
-             "dir": str(d)} for c, d in zip(members, dirs)]
-    elements = sorted(set().union(*(c["elements"] for c in members)))
-    return {"config": config.to_dict(), "model": model, "members": info, "elements": elements,
-            "epoch": max(c["epoch"] for c in members), "units": UNITS}
-
-
-def _committee_metrics(ckpt: dict[str, Any], val_set, device) -> dict[str, float]:
+def _committee_metrics(ckpt: dict[str, Any], val_set: FrameDataset, device) -> dict[str, float]:
     """Errors of the committee mean and calibration of its spread on the validation frames."""
-    from ..evaluate import predict, prediction_metrics
-    from .checkpoint import model_from_checkpoint
-
     model = model_from_checkpoint(ckpt, device=device)
     return prediction_metrics(predict(model, val_set, device=device))
 
 
-def fit_committee(config: Config, out_dir, *, resume: bool = False, progress: bool = True, datasets=None):
+def _fit_members(config: Config, out: Path, resume: bool, progress: bool,
+                 datasets: tuple[FrameDataset, FrameDataset]) -> list[FitResult]:
+    """Each member as an ordinary single-model run in ``out/member_k``, on the shared split."""
+    init_members = 1
+    if config.transfer.init_from is not None:
+        init_members = len(read_checkpoint(config.transfer.init_from).get("members", [None]))
+    results = []
+    for k in range(config.committee.size):
+        member_dir = out / f"member_{k}"
+        again = resume and (member_dir / "last.pt").is_file()
+        log.info("committee member %d of %d (seed %d)%s", k + 1, config.committee.size, config.train.seed + k,
+                 ", resumed" if again else "")
+        member, saved = member_config(config, k, init_members), None
+        if again:
+            member, saved = resumed_config(member, member_dir)
+        results.append(fit_model(member.validate(), member_dir, saved=saved, progress=progress, datasets=datasets))
+    return results
+
+
+def fit_committee(config: Config, out_dir, *, resume: bool = False, progress: bool = True,
+                  datasets: tuple[FrameDataset, FrameDataset] | None = None) -> FitResult:
     """Train ``config.committee.size`` members one after the other, then combine them.
 
-    Member k is an ordinary single-model run (:func:`pbcgnn.train.loop.fit`) in
-    ``out_dir/member_k`` with the config of :func:`member_config`; all members share the
-    training/validation split. ``out_dir/best.pt`` combines the members' ``best.pt`` and
-    ``out_dir/last.pt`` their ``last.pt``; both load as a :class:`pbcgnn.committee.Committee`.
-    Their ``metrics`` are the committee mean's validation errors and the spread calibration.
-    ``train.max_minutes`` applies to each member.
+    Member k is an ordinary single-model run in ``out_dir/member_k`` with the config of
+    :func:`member_config`; all members share the training/validation split. ``out_dir/best.pt``
+    combines the members' ``best.pt`` and ``out_dir/last.pt`` their ``last.pt``; both load as a
+    :class:`pbcgnn.model.Committee`. Their ``metrics`` are the committee mean's validation errors
+    and the spread calibration. ``train.max_minutes`` applies to each member.
 
     Args:
         config: validated committee config (``committee.size`` > 1).
         out_dir: output folder.
         resume: resume unfinished members from their ``last.pt`` and train missing ones.
-        progress, datasets: as :func:`pbcgnn.train.loop.fit`.
+        progress, datasets: as :func:`pbcgnn.train.run.fit`.
 
     Returns:
-        A :class:`pbcgnn.train.loop.FitResult` for the committee; ``history`` holds every
-        member's epochs with a ``member`` key.
+        The committee's :class:`FitResult`; ``history`` holds every member's epochs with a ``member`` key.
     """
-    from .loop import FitResult, fit, load_datasets, resolve_device
-
     out = Path(out_dir)
     n = config.committee.size
     if not resume:  # a resumable marker first: an interrupted committee run is resumed as one
         save_checkpoint(out / "last.pt", {"config": config.to_dict(), "model": {}, "elements": [], "epoch": 0,
-                                          "units": UNITS, "train_state": {"committee_size": n}})
-    train_set, val_set = datasets if datasets is not None else load_datasets(config)
-    init_members = 1
-    if config.transfer.init_from is not None:
-        init_members = len(read_checkpoint(config.transfer.init_from).get("members", [None]))
-    results, dirs = [], []
-    for k in range(n):
-        member_dir = out / f"member_{k}"
-        again = resume and (member_dir / "last.pt").is_file()
-        log.info("committee member %d of %d (seed %d)%s", k + 1, n, config.train.seed + k,
-                 ", resumed" if again else "")
-        results.append(fit(member_config(config, k, init_members), member_dir, resume=again, progress=progress,
-                           datasets=(train_set, val_set)))
-        dirs.append(member_dir)
+                                          "train_state": {"committee_size": n}})
+    datasets = datasets if datasets is not None else load_datasets(config)
+    results = _fit_members(config, out, resume, progress, datasets)
+    dirs = [out / f"member_{k}" for k in range(n)]
     device = resolve_device(config.train.device)
     metrics = {}
     for name in ("best", "last"):
         ckpt = combine_checkpoints(config, [read_checkpoint(getattr(r, name)) for r in results], dirs)
         if name == "last":
             ckpt["train_state"] = {"committee_size": n}
-        metrics[name] = ckpt["metrics"] = _committee_metrics(ckpt, val_set, device)
+        metrics[name] = ckpt["metrics"] = _committee_metrics(ckpt, datasets[1], device)
         save_checkpoint(out / f"{name}.pt", ckpt)
     m = metrics["best"]
     log.info("committee of %d: val E RMSE %.3f meV/atom, F RMSE %.1f meV/A; spread vs error Spearman "

@@ -17,6 +17,7 @@ frames in every step, and (with the loss normalised over the global batch, see
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 import torch
@@ -25,7 +26,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from ..errors import InputError
 
-__all__ = ["Context", "setup", "global_sum", "make_sampler"]
+__all__ = ["Context", "setup", "device_for", "global_sum", "make_sampler", "elapsed_since"]
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,10 @@ def global_sum(value: torch.Tensor, ctx: Context) -> torch.Tensor:
     return total
 
 
-def teardown(ctx: Context) -> None:
-    if ctx.distributed and dist.is_initialized():
-        dist.destroy_process_group()
+def elapsed_since(t_start: float, ctx: Context) -> float:
+    """Wall time since ``t_start`` (``time.monotonic``), the largest over processes: every rank
+    then sets the same learning rate and stops at the same epoch."""
+    elapsed = torch.tensor([time.monotonic() - t_start], dtype=torch.float64)
+    if ctx.distributed:
+        dist.all_reduce(elapsed, op=dist.ReduceOp.MAX)
+    return float(elapsed)

@@ -1,10 +1,10 @@
-"""The training loss: weighted per-atom energy and force mean squared errors."""
+"""The loss: weighted per-atom energy and force mean squared errors, for training and validation alike."""
 from __future__ import annotations
 
 import torch
 from torch_geometric.data import Batch
 
-__all__ = ["energy_force_loss", "loss_denominators"]
+__all__ = ["energy_force_loss", "loss_denominators", "squared_errors", "ValidationLoss"]
 
 
 def loss_denominators(batch: Batch) -> torch.Tensor:
@@ -18,6 +18,24 @@ def loss_denominators(batch: Batch) -> torch.Tensor:
     return torch.stack([weight.sum(), 3.0 * atom_w.sum()])
 
 
+def squared_errors(pred: dict[str, torch.Tensor], batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weighted sums of squared errors over the batch, in the forces' dtype.
+
+    The energy error is taken in float64 (totals of -33 keV) and divided by the atom count
+    before it is cast. Frames with ``has_forces`` False add nothing to the force sum.
+
+    Returns:
+        ``sum_b w_b (dE_b / N_b)^2`` in (eV/atom)^2 and ``sum_i w_b(i) |dF_i|^2`` in (eV/A)^2,
+        both scalars.
+    """
+    dtype = pred["forces"].dtype
+    weight = batch.weight.to(dtype)  # [B]
+    de = ((pred["energy"] - batch.energy) / batch.natoms).to(dtype)  # [B] eV/atom
+    atom_w = (weight * batch.has_forces.to(dtype))[batch.batch].unsqueeze(1)  # [N, 1]
+    df = pred["forces"] - batch.forces.to(dtype)  # [N, 3]
+    return (weight * de**2).sum(), (atom_w * df**2).sum()
+
+
 def energy_force_loss(
     pred: dict[str, torch.Tensor],
     batch: Batch,
@@ -26,10 +44,6 @@ def energy_force_loss(
     denominators: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``energy_weight * MSE(E/N) + force_weight * MSE(F)``, each frame weighted by ``batch.weight``.
-
-    The energy error is taken in float64 (totals of -33 keV) and divided by the atom
-    count before it is cast to the model's dtype. Frames with ``has_forces`` False add
-    nothing to the force term (and so no force gradient).
 
     Args:
         pred: ``energy`` [B] eV (float64) and ``forces`` [N, 3] eV/Angstrom.
@@ -41,17 +55,32 @@ def energy_force_loss(
     Returns:
         ``(loss, terms)`` with the scalar loss and its unweighted ``energy`` and ``force`` MSEs.
     """
-    dtype = pred["forces"].dtype
     if denominators is None:
         denominators = loss_denominators(batch)
     e_denom, f_denom = (float(d) for d in denominators)
-    weight = batch.weight.to(dtype)  # [B]
-    de = ((pred["energy"] - batch.energy) / batch.natoms).to(dtype)  # [B] eV/atom
-    energy_mse = (weight * de**2).sum() / e_denom
-
-    atom_w = (weight * batch.has_forces.to(dtype))[batch.batch].unsqueeze(1)  # [N, 1]
-    df = pred["forces"] - batch.forces.to(dtype)  # [N, 3]
-    force_mse = (atom_w * df**2).sum() / f_denom if f_denom > 0 else df.new_zeros(())
-
+    energy_sse, force_sse = squared_errors(pred, batch)
+    energy_mse = energy_sse / e_denom
+    force_mse = force_sse / f_denom if f_denom > 0 else force_sse.new_zeros(())
     loss = energy_weight * energy_mse + force_weight * force_mse
     return loss, {"energy": energy_mse.detach(), "force": force_mse.detach()}
+
+
+class ValidationLoss:
+    """:func:`energy_force_loss` over a whole data set, batch by batch (float64 sums).
+
+    Pass :meth:`add` as ``on_batch`` to :func:`pbcgnn.evaluation.predict.predict`; :meth:`value`
+    is then the loss of all its frames, as if they formed one batch.
+    """
+
+    def __init__(self, energy_weight: float, force_weight: float) -> None:
+        self.energy_weight, self.force_weight = energy_weight, force_weight
+        self.sums = torch.zeros(4, dtype=torch.float64)  # energy SSE, force SSE, their denominators
+
+    def add(self, pred: dict[str, torch.Tensor], batch: Batch) -> None:
+        sse = torch.stack([s.detach().double() for s in squared_errors(pred, batch)])
+        self.sums += torch.cat([sse, loss_denominators(batch)]).cpu()
+
+    def value(self) -> float:
+        e_sse, f_sse, e_denom, f_denom = self.sums.tolist()
+        force = f_sse / f_denom if f_denom > 0 else 0.0
+        return self.energy_weight * e_sse / e_denom + self.force_weight * force

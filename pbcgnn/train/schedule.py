@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import math
 
-from .config import TrainConfig
+from ..config import TrainConfig
+from .state import TrainState
 
-__all__ = ["cosine_lr", "annealed_lr", "budget_progress"]
+__all__ = ["cosine_lr", "annealed_lr", "budget_progress", "scheduled_lr"]
 
 
 def cosine_lr(lr: float, min_lr: float, progress: float) -> float:
@@ -36,3 +37,22 @@ def budget_progress(tc: TrainConfig, epoch: int, step: int, steps: int, elapsed_
     if tc.max_minutes is not None:
         progress = max(progress, (elapsed_s + frac * epoch_s) / (60.0 * tc.max_minutes))
     return progress
+
+
+def scheduled_lr(tc: TrainConfig, state: TrainState, current_lr: float, progress: float) -> float | None:
+    """The learning rate at ``progress`` of the budget, or ``None`` to leave it to ReduceLROnPlateau.
+
+    ``cosine`` follows :func:`cosine_lr`. ``plateau`` leaves the rate alone until the final
+    anneal, which decays from the rate the plateaus left (``current_lr`` when it starts, then
+    kept in ``state.anneal_from``, and so in ``last.pt``) to ``min_lr``. A resumed run given a
+    larger budget returns from the anneal to that rate.
+    """
+    if tc.lr_schedule == "cosine":
+        return cosine_lr(tc.lr, tc.min_lr, progress)
+    lr_from = state.anneal_from if state.anneal_from is not None else current_lr
+    lr = annealed_lr(lr_from, tc.min_lr, progress, tc.anneal)
+    if lr is not None:
+        state.anneal_from = lr_from
+    elif state.anneal_from is not None:  # --resume gave a finished run a larger budget: back to the plateaus
+        lr, state.anneal_from = state.anneal_from, None
+    return lr

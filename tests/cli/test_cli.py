@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-
 from pbcgnn.cli import main
-from pbcgnn.evaluate import predict
+
+from pbcgnn.checkpoint import load_checkpoint, read_checkpoint
 from pbcgnn.dataset import FrameDataset
-from pbcgnn.train.checkpoint import load_checkpoint, read_checkpoint
+from pbcgnn.evaluation import predict
 
 TINY = ["--features", "16", "--filters", "16", "--interactions", "2", "--rbf", "12", "--cutoff", "4.5",
         "--batch-size", "4", "--seed", "3", "--device", "cpu", "--no-progress"]
@@ -107,3 +107,31 @@ def test_help_does_not_import_torch():
     code = "import sys; from pbcgnn.cli import main; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_train_options_build_the_configs_defaults(bundled_n2p2, monkeypatch, tmp_path):
+    """One set of defaults: `pbcgnn train DATA` with no options asks fit() for Config()'s defaults,
+    and every option lands in its field."""
+    from pbcgnn.config import Config, DataConfig
+    from pbcgnn.train import run as run_module
+    from pbcgnn.train.state import FitResult
+
+    seen = []
+
+    def fake_fit(config, out, **kwargs):
+        seen.append(config)
+        return FitResult(tmp_path / "best.pt", tmp_path / "last.pt",
+                         {"energy_rmse_mev_per_atom": 1.0, "force_rmse_mev_per_A": 1.0})
+
+    monkeypatch.setattr(run_module, "fit", fake_fit)
+    run("train", bundled_n2p2, "--out", tmp_path)
+    assert seen[0] == Config(data=DataConfig(paths=(str(bundled_n2p2),)))
+    run("train", bundled_n2p2, "--out", tmp_path, "--val", bundled_n2p2, *TINY, "--committee", "2", "--bootstrap",
+        "--max-minutes", "5", "--energy-weight", "3", "--format", "n2p2")
+    config = seen[1]
+    assert config.data.val_paths == (str(bundled_n2p2),) and config.data.format == "n2p2"
+    assert (config.model.hidden_channels, config.model.num_filters, config.model.num_interactions,
+            config.model.num_rbf, config.model.cutoff) == (16, 16, 2, 12, 4.5)
+    assert (config.train.batch_size, config.train.seed, config.train.device, config.train.max_minutes,
+            config.train.energy_weight) == (4, 3, "cpu", 5.0, 3.0)
+    assert config.committee.size == 2 and config.committee.bootstrap

@@ -4,8 +4,8 @@ from __future__ import annotations
 import ase.io
 import pytest
 
-from pbcgnn.train.config import Config, DataConfig, ModelConfig, TrainConfig
-from pbcgnn.train.loop import fit
+from pbcgnn.config import Config, DataConfig, ModelConfig, TrainConfig
+from pbcgnn.train.run import fit
 
 #: Small enough to train in seconds, trained long enough to keep 192 waters together for ~100 fs.
 MD_MODEL = ModelConfig(hidden_channels=24, num_filters=24, num_interactions=2, num_rbf=16, cutoff=4.0,

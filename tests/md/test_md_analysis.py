@@ -9,9 +9,9 @@ import pytest
 from ase import Atoms
 from ase.geometry.rdf import get_rdf
 from click.testing import CliRunner
+from pbcgnn.cli import main
 
 from pbcgnn.analysis import analyze, density, element_pairs, energy_drift, rdf
-from pbcgnn.cli import main
 from pbcgnn.errors import InputError
 from pbcgnn.md.output import MDRecorder, read_thermo
 

@@ -9,9 +9,9 @@ import torch
 from ase import Atoms
 from ase.calculators.fd import calculate_numerical_stress
 from click.testing import CliRunner
+from pbcgnn.cli import main
 
 from pbcgnn.calculator import PbcgnnCalculator
-from pbcgnn.cli import main
 from pbcgnn.errors import InputError
 from pbcgnn.model import SchNet
 
@@ -114,7 +114,7 @@ def test_stress_is_the_strain_derivative_in_voigt_order(model, water192):
 
 
 def test_committee_reports_its_spread(water192):
-    committee_mod = pytest.importorskip("pbcgnn.committee")
+    committee_mod = pytest.importorskip("pbcgnn.model.committee")
     torch.manual_seed(1)
     members = [SchNet(16, 16, 1, 8, cutoff=3.5).double() for _ in range(3)]
     for m in members:

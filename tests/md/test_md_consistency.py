@@ -7,15 +7,15 @@ import ase.io
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from pbcgnn.cli import main
 
 from pbcgnn import units
 from pbcgnn.calculator import PbcgnnCalculator
-from pbcgnn.cli import main
+from pbcgnn.checkpoint import load_checkpoint
 from pbcgnn.dataset import FrameDataset
 from pbcgnn.errors import InputError
-from pbcgnn.evaluate import predict
+from pbcgnn.evaluation import predict
 from pbcgnn.model import SchNet
-from pbcgnn.train.checkpoint import load_checkpoint
 
 
 def assert_same(energy, forces, ref_energy, ref_forces, rel=1e-6):
@@ -31,7 +31,7 @@ def test_calculator_eval_and_openmm_agree(md_checkpoint, water192, tmp_path):
     energy, forces = atoms.get_potential_energy(), atoms.get_forces()
     assert np.abs(forces).max() > 0.1
 
-    # pbcgnn.evaluate.predict on the cached dataset (what `pbcgnn eval` runs)
+    # pbcgnn.evaluation.predict on the cached dataset (what `pbcgnn eval` runs)
     model, _ = load_checkpoint(md_checkpoint)
     pred = predict(model, FrameDataset(path, model.cutoff))
     assert_same(pred.energy[0], pred.forces, energy, forces, rel=1e-12)

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from pbcgnn.cli import main
 
 from pbcgnn.calculator import PbcgnnCalculator
-from pbcgnn.cli import main
 
 
 def test_tabulated_calculator_matches_exact(md_checkpoint, water192):

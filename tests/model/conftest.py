@@ -1,4 +1,4 @@
-"""Fixtures for the model tests: n2p2 water frames and a small random float64 SchNet."""
+"""Fixtures for the model tests: real water frames and small random float64 SchNets."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -31,11 +31,23 @@ def box48(water_frames) -> Atoms:
     return atoms
 
 
-def make_model(seed: int = 0) -> SchNet:
-    """Small float64 SchNet with random weights, perturbed biases, a scale and non-zero e0."""
+@pytest.fixture(scope="session")
+def water(shared_data, water_frames) -> list[Atoms]:
+    """Label-free real frames: deepmd_water 0 and 1 (192 atoms, 12.44 A), n2p2 RPBE-D3 0 (48 atoms
+    in 7.82 A, so pairs have several images) and 11 (192 atoms)."""
+    deepmd = ase.io.read(shared_data / "deepmd_water" / "deepmd_water.xyz", index=":2")
+    frames = [*deepmd, water_frames[0].copy(), water_frames[11].copy()]
+    for atoms in frames:
+        atoms.calc = None
+    return frames
+
+
+def random_model(seed: int = 0, hidden: int = 32, interactions: int = 3, num_rbf: int = 50) -> SchNet:
+    """float64 SchNet with random weights, perturbed biases, a scale and non-zero e0 (train mode)."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        model = SchNet(hidden_channels=32, num_filters=32, num_interactions=3, num_rbf=20, cutoff=CUTOFF)
+        model = SchNet(hidden_channels=hidden, num_filters=hidden, num_interactions=interactions,
+                       num_rbf=num_rbf, cutoff=CUTOFF)
         model = model.double()
         with torch.no_grad():  # non-zero biases, so every term of the network is exercised
             for p in model.parameters():
@@ -45,11 +57,17 @@ def make_model(seed: int = 0) -> SchNet:
 
 
 @pytest.fixture(scope="session")
+def make_model() -> Callable[..., SchNet]:
+    """:func:`random_model`: ``make_model(seed=0, hidden=32, interactions=3, num_rbf=50)``."""
+    return random_model
+
+
+@pytest.fixture(scope="session")
 def trained_model(shared_data, tmp_path_factory) -> SchNet:
     """The same architecture trained for a few epochs on the 16 real RPBE-D3 frames (float64)."""
-    from pbcgnn.train.checkpoint import load_checkpoint
-    from pbcgnn.train.config import Config, DataConfig, ModelConfig, TrainConfig
-    from pbcgnn.train.loop import fit
+    from pbcgnn.checkpoint import load_checkpoint
+    from pbcgnn.config import Config, DataConfig, ModelConfig, TrainConfig
+    from pbcgnn.train.run import fit
 
     config = Config(
         data=DataConfig(paths=(str(shared_data / "n2p2_h2o_rpbe_d3" / "input.data"),)),
@@ -67,7 +85,7 @@ def trained_model(shared_data, tmp_path_factory) -> SchNet:
 def model(request) -> SchNet:
     """Physics must hold for random weights and for weights after real training."""
     if request.param == "untrained":
-        return make_model()
+        return random_model(num_rbf=20)
     return request.getfixturevalue("trained_model")
 
 

@@ -14,7 +14,7 @@ from torch_geometric.data import Batch
 
 from pbcgnn.calculator import PbcgnnCalculator
 from pbcgnn.graph import atoms_to_graph
-from pbcgnn.model import CFConv, SchNet, compute_properties
+from pbcgnn.model import SchNet, compute_properties
 
 
 def random_rotation(rng: np.random.Generator) -> np.ndarray:
@@ -200,18 +200,3 @@ def test_hparams_rebuild_model(box48, model, predict):
     data = atoms_to_graph(box48, model.cutoff)
     assert float(clone.forward_data(data)) == predict(box48)["energy"]
     assert all(isinstance(v, (int, float)) for v in model.hparams.values())
-
-
-def test_cfconv_aggregates_at_centre_and_repr():
-    conv = CFConv(4, 5, num_filters=6, num_rbf=3).double()
-    x = torch.randn(3, 4, dtype=torch.float64)
-    edge_index = torch.tensor([[0], [2]])  # j = 0 -> centre i = 2
-    rbf = torch.rand(1, 3, dtype=torch.float64)
-    out = conv(x, edge_index, rbf, torch.ones(1, dtype=torch.float64))
-    assert out.shape == (3, 5)
-    # Nodes without incoming edges get only the bias of lin2.
-    torch.testing.assert_close(out[:2], conv.lin2.bias.expand(2, 5))
-    assert not torch.allclose(out[2], conv.lin2.bias)
-    zero = conv(x, edge_index, rbf, torch.zeros(1, dtype=torch.float64))  # edge at the cutoff
-    torch.testing.assert_close(zero, conv.lin2.bias.expand(3, 5))
-    assert repr(conv) == "CFConv(4, 5, num_filters=6, num_rbf=3)"

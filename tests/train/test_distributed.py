@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from pbcgnn.train.checkpoint import read_checkpoint
+from pbcgnn.checkpoint import read_checkpoint
 
 # Mixed frame sizes (48-192 atoms): the loss must be normalised over the global batch, not per process.
 ARGS = ["train", "--epochs", "2", "--batch-size", "4", "--val-fraction", "0.25", "--features", "16",

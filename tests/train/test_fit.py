@@ -5,15 +5,15 @@ import numpy as np
 import pytest
 import torch
 
+from pbcgnn import checkpoint as ckpt_mod
 from pbcgnn.calculator import PbcgnnCalculator
+from pbcgnn.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from pbcgnn.config import Config, DataConfig, ModelConfig, TrainConfig
 from pbcgnn.errors import InputError, TrainingError
 from pbcgnn.io import read_frames
 from pbcgnn.model.reference import fit_reference_energies
-from pbcgnn.train import checkpoint as ckpt_mod
-from pbcgnn.train import loop as loop_mod
-from pbcgnn.train.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from pbcgnn.train.config import Config, DataConfig, ModelConfig, TrainConfig
-from pbcgnn.train.loop import fit
+from pbcgnn.train import epoch as epoch_mod
+from pbcgnn.train.run import fit
 
 TINY = ModelConfig(hidden_channels=32, num_filters=32, num_interactions=2, num_rbf=20, cutoff=5.0, dtype="float64")
 
@@ -98,7 +98,7 @@ def test_resume_without_last_is_an_input_error(tmp_path, bundled_n2p2):
 
 
 def test_nonfinite_loss_stops_and_keeps_good_checkpoint(bundled_n2p2, tmp_path, monkeypatch):
-    real = loop_mod.energy_force_loss
+    real = epoch_mod.energy_force_loss
     calls = {"n": 0}
 
     def poisoned(pred, batch, ew, fw, denominators=None):
@@ -106,7 +106,7 @@ def test_nonfinite_loss_stops_and_keeps_good_checkpoint(bundled_n2p2, tmp_path, 
         loss, terms = real(pred, batch, ew, fw, denominators)
         return (loss * float("nan") if calls["n"] > 6 else loss), terms  # 6 batches = epoch 1
 
-    monkeypatch.setattr(loop_mod, "energy_force_loss", poisoned)
+    monkeypatch.setattr(epoch_mod, "energy_force_loss", poisoned)
     with pytest.raises(TrainingError, match=r"epoch 2: loss is nan on frames .*input\.data:\d+"):
         fit(tiny_config(bundled_n2p2, epochs=5), tmp_path, progress=False)
     good = read_checkpoint(tmp_path / "best.pt")

@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
+from pbcgnn.checkpoint import read_checkpoint
+from pbcgnn.config import Config, DataConfig, ModelConfig, TrainConfig
 from pbcgnn.errors import InputError
 from pbcgnn.train import loop as loop_mod
-from pbcgnn.train.checkpoint import read_checkpoint
-from pbcgnn.train.config import Config, DataConfig, ModelConfig, TrainConfig
-from pbcgnn.train.loop import fit
+from pbcgnn.train.run import fit
 from pbcgnn.train.schedule import annealed_lr, budget_progress, cosine_lr
 
 TINY = ModelConfig(hidden_channels=16, num_filters=16, num_interactions=1, num_rbf=8, cutoff=4.0, dtype="float64")
@@ -115,17 +115,17 @@ def test_interrupted_run_resumes_bit_exactly(bundled_n2p2, tmp_path, monkeypatch
     """Interrupted in epoch 3 of 4: for plateau-anneal, in the middle of the anneal (from epoch 2)."""
     whole = fit(config(bundled_n2p2, epochs=4, **schedule), tmp_path / "whole", progress=False)
 
-    train_epoch = loop_mod._train_epoch
+    train_epoch = loop_mod.train_epoch
 
     def crash_in_epoch_3(*args, **kwargs):
-        if args[9] == 2:  # the 0-based epoch
+        if kwargs["epoch"] == 2:  # the 0-based epoch
             raise KeyboardInterrupt
         return train_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(loop_mod, "_train_epoch", crash_in_epoch_3)
+    monkeypatch.setattr(loop_mod, "train_epoch", crash_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):
         fit(config(bundled_n2p2, epochs=4, **schedule), tmp_path / "split", progress=False)
-    monkeypatch.setattr(loop_mod, "_train_epoch", train_epoch)
+    monkeypatch.setattr(loop_mod, "train_epoch", train_epoch)
     assert read_checkpoint(tmp_path / "split" / "last.pt")["epoch"] == 2
     if "anneal" in schedule:
         assert "anneal_from" in read_checkpoint(tmp_path / "split" / "last.pt")["train_state"]["loop"]

@@ -7,9 +7,9 @@ import pytest
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
+from pbcgnn.config import Config, DataConfig, ModelConfig, TrainConfig
 from pbcgnn.io import read_frames, write_frames
-from pbcgnn.train.config import Config, DataConfig, ModelConfig, TrainConfig
-from pbcgnn.train.loop import fit
+from pbcgnn.train.run import fit
 
 TINY = ModelConfig(hidden_channels=16, num_filters=16, num_interactions=2, num_rbf=12, cutoff=4.5, dtype="float64")
 #: A per-element shift of the absolute energies (eV per atom of each element), as between two
@@ -77,7 +77,7 @@ def pretrained(water48_file, tmp_path_factory) -> Path:
 def _energy_rmse(model, path: Path) -> float:
     """Energy RMSE (meV/atom) of ``model`` on every frame of ``path``."""
     from pbcgnn.dataset import FrameDataset
-    from pbcgnn.evaluate import error_metrics, predict
+    from pbcgnn.evaluation import error_metrics, predict
 
     return error_metrics(predict(model, FrameDataset(path, model.cutoff)))["energy_rmse_mev_per_atom"]
 

@@ -5,21 +5,21 @@ import numpy as np
 import pytest
 import torch
 
+from pbcgnn.checkpoint import load_checkpoint, read_checkpoint
+from pbcgnn.config import ModelConfig
 from pbcgnn.dataset import FrameDataset
 from pbcgnn.errors import InputError
-from pbcgnn.evaluate import predict
-from pbcgnn.train.checkpoint import load_checkpoint, read_checkpoint
-from pbcgnn.train.config import ModelConfig
-from pbcgnn.train.loop import fit
-from pbcgnn.transfer import refit_reference
+from pbcgnn.evaluation import predict
+from pbcgnn.train.reference import fit_reference
+from pbcgnn.train.run import fit
 
 
 def test_e0_refit_is_exactly_linear_in_the_shift(pretrained, water48_file, shifted_file, water48, helpers):
     """Refitting on energies shifted per element moves every prediction by exactly that shift."""
     plain, _ = load_checkpoint(pretrained)
     moved, _ = load_checkpoint(pretrained)
-    refit_reference(plain, FrameDataset(water48_file, plain.cutoff))
-    refit_reference(moved, FrameDataset(shifted_file, moved.cutoff))
+    fit_reference(plain, FrameDataset(water48_file, plain.cutoff))
+    fit_reference(moved, FrameDataset(shifted_file, moved.cutoff))
     e_plain = predict(plain, FrameDataset(water48_file, plain.cutoff)).energy
     e_moved = predict(moved, FrameDataset(shifted_file, moved.cutoff)).energy
     shift = np.array([helpers.shifted_energy(a, 0.0) for a in water48])  # eV per frame (+112 for 16 H2O)
@@ -80,7 +80,7 @@ def test_scale_reestimate_keeps_the_function(pretrained, water48, helpers, tmp_p
         model, _ = load_checkpoint(pretrained)
         old_scale, old_w = float(model.reference.scale), model.lin2.weight.clone()
         e_before = predict(model, data)
-        info = refit_reference(model, data, keep_scale=keep)
+        info = fit_reference(model, data, keep_scale=keep)
         e_after = predict(model, data)
         np.testing.assert_allclose(e_after.forces, e_before.forces, rtol=1e-10, atol=1e-12)
         spread = lambda e: e - e.mean()  # noqa: E731 (E0 moves the mean only)

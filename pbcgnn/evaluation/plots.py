@@ -1,29 +1,23 @@
-"""Parity, calibration and learning-curve plots; the only module importing matplotlib."""
+"""Parity, calibration and learning-curve plots, drawn on matplotlib's Agg canvas (no pyplot, no global backend)."""
 from __future__ import annotations
 
 import os
 
 import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
-from .evaluate import Predictions, error_metrics
+from .metrics import calibration_metrics, error_metrics, frame_errors, frame_spread
+from .predict import Predictions
 
 __all__ = ["parity_plot", "calibration_plot", "learning_curve_plot"]
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; never needs a display
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def parity_plot(pred: Predictions, path: str | os.PathLike) -> None:
     """Energy per atom (eV/atom) and force components (eV/Angstrom), predicted vs reference."""
-    plt = _pyplot()
     m = error_metrics(pred)
-    fig, (ax_e, ax_f) = plt.subplots(1, 2, figsize=(10, 4.6), constrained_layout=True)
+    fig = Figure(figsize=(10, 4.6), layout="constrained")  # a figure of its own: pyplot's state untouched
+    ax_e, ax_f = fig.subplots(1, 2)
     e_ref, e = pred.energy_ref / pred.natoms, pred.energy / pred.natoms
     _panel(ax_e, e_ref, e, "energy per atom (eV/atom)",
            f"RMSE {m['energy_rmse_mev_per_atom']:.2f} meV/atom, MAE {m['energy_mae_mev_per_atom']:.2f}")
@@ -32,7 +26,6 @@ def parity_plot(pred: Predictions, path: str | os.PathLike) -> None:
            f"RMSE {m['force_rmse_mev_per_A']:.1f} meV/A, MAE {m['force_mae_mev_per_A']:.1f}")
     fig.suptitle(f"{m['n_frames']} frames, {m['n_atoms']} atoms")
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def _panel(ax, ref: np.ndarray, pred: np.ndarray, label: str, title: str) -> None:
@@ -48,15 +41,11 @@ def _panel(ax, ref: np.ndarray, pred: np.ndarray, label: str, title: str) -> Non
 def calibration_plot(pred: Predictions, path: str | os.PathLike) -> None:
     """Committee spread vs actual error of its mean, per frame, for energy (meV/atom) and
     forces (meV/Angstrom), on log axes with the line error = spread."""
-    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
-
-    from .committee import calibration_metrics, frame_errors, frame_spread
-
-    plt = _pyplot()
     m = calibration_metrics(pred)
     spread = frame_spread(pred.energy_std, pred.forces_std, pred.natoms)
     err = frame_errors(pred)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), constrained_layout=True)
+    fig = Figure(figsize=(10, 4.6), layout="constrained")
+    axes = fig.subplots(1, 2)
     for ax, key, unit, rho, factor in ((axes[0], "energy", "meV/atom", m["spearman_energy"], m["calibration_energy"]),
                                        (axes[1], "forces", "meV/A", m["spearman_forces"], m["calibration_forces"])):
         x, y = 1000 * spread[key], 1000 * err[key]
@@ -78,7 +67,6 @@ def calibration_plot(pred: Predictions, path: str | os.PathLike) -> None:
         ax.set_title(f"{key}: Spearman {rho:.2f}, RMS error / RMS spread {factor:.2f}", fontsize=10)
     fig.suptitle(f"{len(pred.natoms)} frames, committee calibration")
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def learning_curve_plot(panels: dict[str, dict[str, dict[int, float]]], path: str | os.PathLike,
@@ -90,9 +78,8 @@ def learning_curve_plot(panels: dict[str, dict[str, dict[int, float]]], path: st
         path: the PNG to write.
         title: figure title.
     """
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), constrained_layout=True,
-                             squeeze=False)
+    fig = Figure(figsize=(5.2 * len(panels), 4.2), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (ylabel, curves) in zip(axes[0], panels.items()):
         for name, points in curves.items():
             ks = sorted(k for k, v in points.items() if np.isfinite(v))
@@ -105,4 +92,3 @@ def learning_curve_plot(panels: dict[str, dict[str, dict[int, float]]], path: st
         ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.savefig(path, dpi=120)
-    plt.close(fig)

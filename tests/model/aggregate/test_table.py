@@ -1,4 +1,4 @@
-"""The tabulated model (--tabulate) agrees with the exact one on real water frames."""
+"""The tabulated model (--tabulate, TableSum) agrees with the exact one on real water frames."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch_geometric.data import Batch
 
+import pbcgnn.model.aggregate.table as table_module
 from pbcgnn.graph import atoms_to_graph
 from pbcgnn.model import SchNet, compute_properties
-import pbcgnn.model.tabulate as tabulate_module
 from pbcgnn.model.tabulate import TabulatedSchNet, tabulate
 
 TOLERANCE = 1e-5  # the issue's bound; the default grid reaches ~1e-8 in float64
@@ -28,7 +28,7 @@ def errors(exact: dict, fast: dict, e_ref: float) -> dict[str, float]:
 @pytest.mark.parametrize("compile,fuse", [(False, True), (True, True), (True, False)])
 def test_tabulated_matches_exact_on_water(water, compile, fuse, make_model, monkeypatch):
     """Eager kernels, compiled kernels with the scatter inside (GPU, one CPU thread) and outside."""
-    monkeypatch.setattr(tabulate_module, "_fuse_scatter", lambda x: fuse)
+    monkeypatch.setattr(table_module, "_fuse_scatter", lambda x: fuse)
     model = make_model(hidden=64).eval()
     fast = tabulate(model, compile=compile)
     assert isinstance(fast, TabulatedSchNet) and not fast.training

@@ -1,4 +1,4 @@
-"""Checkpoints: save atomically, load without unpickling code, rebuild the model from its config.
+"""The checkpoint format: save atomically, read without unpickling code, rebuild the model, committee layout.
 
 A checkpoint is a dict of plain types and tensors only, so ``torch.load(path,
 weights_only=True)`` reads it and a file someone sent you cannot run code:
@@ -19,7 +19,7 @@ weights_only=True)`` reads it and a file someone sent you cannot run code:
 =================  =============================================================
 
 A committee checkpoint (``pbcgnn train --committee N``) has the same keys; ``model`` is the
-state dict of a :class:`pbcgnn.committee.Committee` (keys ``members.K.*``), and ``members``
+state dict of a :class:`pbcgnn.model.Committee` (keys ``members.K.*``), and ``members``
 lists per member its ``seed``, ``epoch``, ``metrics`` and run folder. ``config`` is the
 committee's (``committee.size`` = N); each member's own folder holds its single-model
 checkpoints. ``train_state`` of a committee's ``last.pt`` only marks it resumable (each member
@@ -34,15 +34,18 @@ from typing import Any
 
 import torch
 
-from .. import __version__
-from ..errors import InputError
-from ..model import SchNet
+from . import __version__
 from .config import Config
+from .errors import InputError
+from .model import SchNet
+from .model.committee import Committee
 
-__all__ = ["FORMAT_VERSION", "save_checkpoint", "read_checkpoint", "load_checkpoint", "model_from_checkpoint",
-           "build_model"]
+__all__ = ["FORMAT_VERSION", "UNITS", "save_checkpoint", "read_checkpoint", "load_checkpoint",
+           "model_from_checkpoint", "build_model", "member_state_dict", "combine_checkpoints"]
 
 FORMAT_VERSION = 1
+#: The units of every checkpoint's energies and lengths (pbcgnn's internal units).
+UNITS = {"energy": "eV", "length": "Angstrom"}
 
 
 def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> None:
@@ -53,7 +56,7 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> None
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT_VERSION, "version": __version__, **checkpoint}, f)
+            torch.save({"format": FORMAT_VERSION, "version": __version__, "units": UNITS, **checkpoint}, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -99,7 +102,7 @@ def load_checkpoint(
 
     Returns:
         ``(model, checkpoint)`` with the model in eval mode: a :class:`SchNet`, or for a
-        committee checkpoint a :class:`pbcgnn.committee.Committee` of them (same ``forward``,
+        committee checkpoint a :class:`pbcgnn.model.Committee` of them (same ``forward``,
         returning the members' mean energy; ``members`` and ``cutoff`` attributes).
     """
     ckpt = read_checkpoint(path)
@@ -113,8 +116,6 @@ def model_from_checkpoint(
     """The model (SchNet or Committee) of a checkpoint dict, in eval mode; see :func:`load_checkpoint`."""
     config = Config.from_dict(ckpt["config"])
     if "members" in ckpt:
-        from ..committee import Committee
-
         model = Committee([build_model(config) for _ in ckpt["members"]])
     elif config.committee.size > 1:
         raise InputError("committee run not finished: no members combined yet (resume it)", path=path)
@@ -124,3 +125,28 @@ def model_from_checkpoint(
     if dtype is not None:
         model = model.to(getattr(torch, dtype))
     return model.to(device).eval()
+
+
+def member_state_dict(ckpt: dict[str, Any], member: int = 0) -> dict[str, torch.Tensor]:
+    """The weights of one model in a checkpoint: the model itself, or member ``member`` of a committee."""
+    state = ckpt["model"]
+    if "members" not in ckpt:
+        return state
+    prefix = f"members.{member}."
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def combine_checkpoints(config: Config, members: list[dict[str, Any]], dirs: list[Path]) -> dict[str, Any]:
+    """One committee checkpoint from the members' single-model checkpoints (plain types only).
+
+    Args:
+        config: the committee's config (``committee.size`` = number of members).
+        members: the members' checkpoint dicts (``best.pt`` or ``last.pt``), in member order.
+        dirs: the members' run folders.
+    """
+    model = {f"members.{k}.{key}": value for k, ckpt in enumerate(members) for key, value in ckpt["model"].items()}
+    info = [{"seed": Config.from_dict(c["config"]).train.seed, "epoch": c["epoch"], "metrics": c.get("metrics", {}),
+             "dir": str(d)} for c, d in zip(members, dirs)]
+    elements = sorted(set().union(*(c["elements"] for c in members)))
+    return {"config": config.to_dict(), "model": model, "members": info, "elements": elements,
+            "epoch": max(c["epoch"] for c in members), "units": UNITS}

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from pbcgnn.config import CommitteeConfig, Config, DataConfig, ModelConfig, TrainConfig
 from pbcgnn.io import read_frames, write_frames
 from pbcgnn.model import SchNet
-from pbcgnn.train.config import CommitteeConfig, Config, DataConfig, ModelConfig, TrainConfig
-from pbcgnn.train.loop import fit
+from pbcgnn.train.run import fit
 
 TINY = ModelConfig(hidden_channels=16, num_filters=16, num_interactions=2, num_rbf=12, cutoff=4.5, dtype="float64")
 

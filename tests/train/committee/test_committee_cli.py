@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 
 from click.testing import CliRunner
-
 from pbcgnn.cli import main
+
 from pbcgnn.io import read_frames
 
 TINY = ["--features", "16", "--filters", "16", "--interactions", "2", "--rbf", "12", "--cutoff", "4.5",

@@ -7,15 +7,17 @@ import numpy as np
 import pytest
 import torch
 
-from pbcgnn.committee import Committee, committee_properties, frame_spread, select_frames
+from pbcgnn.checkpoint import load_checkpoint, read_checkpoint
 from pbcgnn.dataset import FrameDataset
 from pbcgnn.errors import InputError
-from pbcgnn.evaluate import evaluate, predict
+from pbcgnn.evaluation import predict
+from pbcgnn.evaluation.metrics import frame_spread
+from pbcgnn.evaluation.report import evaluate
 from pbcgnn.graph import atoms_to_graph
 from pbcgnn.io import read_frames
-from pbcgnn.model import SchNet
-from pbcgnn.train.checkpoint import load_checkpoint, read_checkpoint
-from pbcgnn.train.loop import fit
+from pbcgnn.model import Committee, SchNet, committee_properties
+from pbcgnn.select import select_frames
+from pbcgnn.train.run import fit
 
 
 def test_committee_checkpoint_holds_distinct_members(committee_run):
@@ -57,12 +59,12 @@ def test_committee_resume_reaches_the_same_weights(water48_file, helpers, tmp_pa
 
 
 def test_unfinished_committee_does_not_load(water48_file, helpers, tmp_path, monkeypatch):
-    from pbcgnn.train import loop
+    from pbcgnn.train import setup
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(loop, "_fit_reference", interrupted)
+    monkeypatch.setattr(setup, "fit_reference", interrupted)
     with pytest.raises(KeyboardInterrupt):
         fit(helpers.config(water48_file, size=2, epochs=1), tmp_path, progress=False)
     with pytest.raises(InputError, match="committee run not finished"):

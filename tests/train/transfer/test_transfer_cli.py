@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import torch
 from click.testing import CliRunner
-
 from pbcgnn.cli import main
-from pbcgnn.train.checkpoint import read_checkpoint
+
+from pbcgnn.checkpoint import read_checkpoint
 
 
 def invoke(*args):

@@ -4,9 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from pbcgnn.config import parse_freeze
 from pbcgnn.errors import InputError
 from pbcgnn.model import SchNet
-from pbcgnn.transfer import freeze_parameters, parse_freeze
+from pbcgnn.train.transfer import freeze_parameters
 
 
 @pytest.mark.parametrize("spec, groups", [

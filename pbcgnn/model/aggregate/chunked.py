@@ -1,12 +1,16 @@
-"""Memory-bounded continuous-filter aggregation: edges in chunks, filters recomputed in backward."""
+"""Memory-bounded aggregation: edges in chunks, filters recomputed in the backward pass (the eval path)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
+from torch.nn import Module
 
-__all__ = ["EDGE_CHUNK", "KEEP_GRAPH_BYTES", "chunked_aggregate"]
+from .._torch_compat import executed_inputs
+from .base import Aggregation, recompute_backward
+
+__all__ = ["EDGE_CHUNK", "KEEP_GRAPH_BYTES", "ChunkedSum", "chunked_aggregate"]
 
 #: Edges per chunk: [EDGE_CHUNK, F] temporaries stay in the CPU cache (2 MiB at F = 128,
 #: float32) and the Python loop costs a few per cent at 192 atoms.
@@ -16,6 +20,24 @@ EDGE_CHUNK = 4096
 #: pass are kept for the backward pass instead of recomputed: small systems (192 water
 #: atoms: ~25 MiB per interaction) skip the recomputation, large ones keep O(chunk) memory.
 KEEP_GRAPH_BYTES = 64 * 2**20
+
+
+class ChunkedSum(Aggregation):
+    """:func:`chunked_aggregate` with the layer's filter recomputed from the edge lengths per chunk.
+
+    Nothing of size [E, K] or [E, F] outlives a chunk (above :data:`KEEP_GRAPH_BYTES`), so
+    energy and forces of 10^5 atoms fit in a few GiB; a second derivative is exact but slow
+    (it recomputes the unchunked graph): the eval path.
+    """
+
+    def __call__(
+        self, conv: Module, x: Tensor, edge_index: Tensor, edge_attr: tuple[Tensor, ...], symmetric: bool
+    ) -> Tensor:
+        return chunked_aggregate(x, edge_index, self._weights, edge_attr, self.filter.params(conv), symmetric)
+
+    def _weights(self, d: Tensor, *params: Tensor) -> Tensor:
+        """Filters [C, F] of a chunk of edge lengths ``d`` [C] for the filter weights ``params``."""
+        return self.filter(*self.filter.inputs(d), *params)
 
 
 def chunked_aggregate(
@@ -29,7 +51,7 @@ def chunked_aggregate(
 ) -> Tensor:
     r"""``out_i = sum_{e = (j -> i)} x_j * W_e`` with ``W = filter_fn(*features, *params)``, in bounded memory.
 
-    The same sum as :class:`pbcgnn.model.CFConv`'s ``propagate`` with ``message = x_j * W``,
+    The same sum as :class:`pbcgnn.model.aggregate.AutogradSum` (``propagate`` with ``message = x_j * W``),
     evaluated ``chunk`` edges at a time. Above :data:`KEEP_GRAPH_BYTES` nothing of size
     [E, F] is kept for the backward pass: it saves ``x`` and the per-edge ``features`` and
     recomputes each chunk's filter there, so forces need O(N F + E K + chunk F) memory
@@ -66,17 +88,8 @@ _FIRST = 4  # position of the first feature among the inputs of _ChunkedAggregat
 
 def _wanted(ctx) -> list[bool]:  # noqa: ANN001
     """``ctx.needs_input_grad``, narrowed to the inputs this backward pass really reaches."""
-    need = list(ctx.needs_input_grad)
-    try:
-        node = torch._C._current_autograd_node()
-        # next_functions has one entry per tensor input: x, src, dst, then the features/params.
-        slots = [0, 1, 2, *range(_FIRST, len(need))]
-        for slot, (fn, _) in zip(slots, node.next_functions):
-            if need[slot] and fn is not None:
-                need[slot] = bool(torch._C._will_engine_execute_node(fn))
-    except (AttributeError, RuntimeError):  # private API missing or refused: compute them all
-        return list(ctx.needs_input_grad)
-    return need
+    # The tensor inputs: x, src, dst, then the features/params (options is not a tensor).
+    return executed_inputs(ctx.needs_input_grad, [0, 1, 2, *range(_FIRST, len(ctx.needs_input_grad))])
 
 
 class _ChunkedAggregate(torch.autograd.Function):
@@ -114,7 +127,8 @@ class _ChunkedAggregate(torch.autograd.Function):
         need = _wanted(ctx)
         graphs, ctx.graphs = ctx.graphs, None  # used once (a second backward recomputes)
         if torch.is_grad_enabled():  # create_graph: differentiate an unchunked recomputation
-            return _backward_with_graph(ctx, grad_out, x, src, dst, tensors, need)
+            grads = recompute_backward(grad_out, x, src, dst, filter_fn, tensors, [need[0], *need[_FIRST:]], symmetric)
+            return (grads[0], None, None, None, *grads[1:])
         need_x, need_features, need_params = need[0], need[_FIRST : _FIRST + n_features], need[_FIRST + n_features :]
         grad_x = torch.zeros_like(x) if need_x else None
         grad_features = [torch.empty_like(f) if n else None for f, n in zip(features, need_features)]
@@ -155,19 +169,3 @@ class _ChunkedAggregate(torch.autograd.Function):
                         grad_params[k] += g
         return (grad_x, None, None, None, *grad_features, *grad_params)
 
-
-def _backward_with_graph(ctx, grad_out, x, src, dst, tensors, need):  # noqa: ANN001
-    """The backward pass as a differentiable graph (for double backward): recompute all edges."""
-    filter_fn, symmetric, _, n_features = ctx.options
-    # Fresh aliases, so autograd.grad gives partial derivatives even if one input depends on another.
-    x, tensors = x.view_as(x), [t.view_as(t) for t in tensors]
-    w = filter_fn(*tensors)  # [E, F]
-    out = torch.zeros_like(x).index_add(0, dst, x.index_select(0, src) * w)
-    if symmetric:
-        out = out.index_add(0, src, x.index_select(0, dst) * w)
-    inputs = [x, *tensors]
-    flags = [need[0], *need[_FIRST:]]
-    wrt = [t for t, n in zip(inputs, flags) if n]
-    grads = list(torch.autograd.grad(out, wrt, grad_out, create_graph=True, allow_unused=True)) if wrt else []
-    result = [grads.pop(0) if n else None for n in flags]
-    return (result[0], None, None, None, *result[1:])

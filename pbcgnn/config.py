@@ -2,18 +2,69 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from ..errors import InputError
-from ..units import ENERGY_UNITS, LENGTH_UNITS
+from .errors import InputError
+from .units import ENERGY_UNITS, LENGTH_UNITS
 
-__all__ = ["DataConfig", "ModelConfig", "TrainConfig", "TransferConfig", "CommitteeConfig", "Config"]
+__all__ = ["DataConfig", "ModelConfig", "TrainConfig", "TransferConfig", "CommitteeConfig", "Config", "GROUPS",
+           "parse_freeze"]
 
 
 def _check(cond: bool, message: str) -> None:
     if not cond:
         raise InputError(message)
+
+
+#: Freeze group -> attribute names of :class:`pbcgnn.model.SchNet` it covers.
+GROUPS = {"embedding": ("embedding",), "interactions": ("interactions",), "readout": ("lin1", "lin2")}
+
+
+def _items(spec: str | Sequence[str]) -> list[str]:
+    parts = [spec] if isinstance(spec, str) else list(spec)
+    return [item.strip() for part in parts for item in str(part).split(",")]
+
+
+def parse_freeze(spec: str | Sequence[str], num_interactions: int | None = None) -> dict[str, list[int] | None]:
+    """Parse a freeze spec such as ``"embedding,interactions:0-2,readout"``.
+
+    Args:
+        spec: a comma-separated string or a sequence of items (each may hold commas);
+            empty (``""`` or ``()``) freezes nothing.
+        num_interactions: when given, block indices must be below it.
+
+    Returns:
+        Group name -> sorted block indices (``interactions``) or ``None`` (the whole group).
+
+    Raises:
+        InputError: an unknown group, a malformed or reversed range, an index out of range.
+    """
+    items = _items(spec)
+    if items == [""]:
+        return {}
+    groups: dict[str, list[int] | None] = {}
+    for item in items:
+        name, _, rng = item.partition(":")
+        name = name.strip()
+        if name not in GROUPS or (rng and name != "interactions"):
+            raise InputError(f"expected freeze groups {', '.join(GROUPS)} or interactions:I[-J], found {item!r}")
+        if not rng:
+            groups[name] = None
+            continue
+        lo, dash, hi = rng.partition("-")
+        try:
+            first, last = int(lo), int(hi) if dash else int(lo)
+        except ValueError:
+            raise InputError(f"expected interactions:I or interactions:I-J with integers, found {item!r}") from None
+        if first < 0 or last < first:
+            raise InputError(f"expected 0 <= I <= J in interactions:I-J, found {item!r}")
+        if num_interactions is not None and last >= num_interactions:
+            raise InputError(f"freeze {item!r}: the model has interaction blocks 0-{num_interactions - 1}")
+        if groups.get(name, []) is not None:
+            groups[name] = sorted(set(groups.get(name) or []) | set(range(first, last + 1)))
+    return groups
 
 
 @dataclass(frozen=True)
@@ -135,7 +186,7 @@ class TrainConfig:
 class TransferConfig:
     """Fine-tuning from a trained checkpoint, e.g. to a higher level of theory.
 
-    The architecture and cutoff come from the checkpoint (:func:`pbcgnn.transfer.resolve_config`;
+    The architecture and cutoff come from the checkpoint (:func:`pbcgnn.train.transfer.resolve_config`;
     ``model.dtype`` stays this run's). The per-element reference energies E0 are always refitted
     on the new training frames, as the residual of the pretrained network: absolute energies of
     two levels of theory differ by eV per atom.
@@ -157,8 +208,6 @@ class TransferConfig:
     keep_scale: bool = False
 
     def validate(self) -> None:
-        from ..transfer import parse_freeze  # local: transfer imports torch
-
         _check(self.init_member >= 0, f"expected init_member >= 0, found {self.init_member}")
         _check(self.init_from is not None or not self.freeze, "freeze needs init_from (a checkpoint)")
         _check(self.init_from is not None or not self.keep_scale, "keep_scale needs init_from (a checkpoint)")
@@ -169,7 +218,7 @@ class TransferConfig:
 
 @dataclass(frozen=True)
 class CommitteeConfig:
-    """A committee of independently trained models, for uncertainty (:mod:`pbcgnn.committee`).
+    """A committee of independently trained models, for uncertainty (:class:`pbcgnn.model.Committee`, :func:`pbcgnn.train.committee.fit_committee`).
 
     Attributes:
         size: number of members; member k trains with seed ``train.seed + k`` into
@@ -202,8 +251,6 @@ class Config:
         self.transfer.validate()
         self.committee.validate()
         if self.transfer.freeze:
-            from ..transfer import parse_freeze
-
             parse_freeze(self.transfer.freeze, self.model.num_interactions)  # indices in range
         return self
 

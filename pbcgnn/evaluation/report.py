@@ -1,0 +1,81 @@
+"""Checkpoint-driven evaluation: errors of a trained model on data files, written as metrics.json,
+predictions.xyz and plots (metric definitions: :mod:`pbcgnn.evaluation.metrics`).
+
+For a committee checkpoint the predictions are the committee mean, and the report adds the
+spread and its calibration (:func:`pbcgnn.evaluation.metrics.calibration_metrics`) and
+``calibration.png``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import ase.io
+
+from ..checkpoint import load_checkpoint
+from ..config import Config
+from ..dataset import FrameDataset, load_datasets
+from .metrics import prediction_metrics
+from .predict import Predictions, concat_predictions, predict, predictions_to_atoms
+
+__all__ = ["evaluate", "evaluate_validation"]
+
+log = logging.getLogger(__name__)
+
+
+def evaluate(
+    checkpoint: str | os.PathLike,
+    paths: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    *,
+    format: str | None = None,
+    length_unit: str | None = None,
+    energy_unit: str | None = None,
+    device: str = "cpu",
+    batch_size: int = 8,
+    plot: bool = True,
+) -> dict[str, dict[str, float]]:
+    """Evaluate a checkpoint on data files; write ``metrics.json``, ``predictions.xyz``
+    and ``parity.png`` to ``out_dir``.
+
+    Returns:
+        Metrics per data file (keyed by the path as given) plus ``"total"``.
+    """
+    model, _ = load_checkpoint(checkpoint, device=device)
+    named = {}
+    for path in paths:
+        dataset = FrameDataset(path, model.cutoff, format=format, length_unit=length_unit, energy_unit=energy_unit)
+        named[os.fspath(path)] = predict(model, dataset, device=device, batch_size=batch_size)
+    return _report(named, out_dir, plot)
+
+
+def evaluate_validation(
+    checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, device: str = "cpu", batch_size: int = 8,
+    plot: bool = True,
+) -> dict[str, dict[str, float]]:
+    """Evaluate a checkpoint on the validation frames of its own training run (same files, split and seed)."""
+    model, ckpt = load_checkpoint(checkpoint, device=device)
+    _, val = load_datasets(Config.from_dict(ckpt["config"]))
+    return _report({"validation": predict(model, val, device=device, batch_size=batch_size)}, out_dir, plot)
+
+
+def _report(named: dict[str, Predictions], out_dir: str | os.PathLike, plot: bool) -> dict[str, dict[str, float]]:
+    """metrics.json, predictions.xyz and parity.png (committees: calibration.png) per data source."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    named = {**named, "total": concat_predictions(list(named.values()))}
+    results = {name: prediction_metrics(p) for name, p in named.items()}
+    total = named["total"]
+    with open(out / "metrics.json", "w") as f:
+        json.dump(results, f, indent=2)
+    ase.io.write(out / "predictions.xyz", predictions_to_atoms(total), format="extxyz")
+    if plot:
+        from .plots import calibration_plot, parity_plot  # matplotlib only when plotting
+
+        parity_plot(total, out / "parity.png")
+        if total.energy_std is not None:
+            calibration_plot(total, out / "calibration.png")
+    return results

@@ -1,0 +1,88 @@
+"""Query by committee: rank a pool of frames by the committee's spread and write the most informative ones."""
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+from ase import Atoms
+
+from .checkpoint import load_checkpoint
+from .dataset import FrameDataset
+from .errors import InputError
+from .evaluation.metrics import SPREAD_MEASURES, frame_spread
+from .evaluation.predict import predict
+from .io import read_frames, write_frames
+from .model import Committee
+
+__all__ = ["rank_by_spread", "select_frames"]
+
+log = logging.getLogger(__name__)
+
+
+def rank_by_spread(spread: np.ndarray, n: int | None = None) -> np.ndarray:
+    """Indices of the ``n`` largest spreads, largest first (ties: lower index first)."""
+    order = np.argsort(-np.asarray(spread, dtype=float), kind="stable")
+    return order if n is None else order[:n]
+
+
+def select_frames(
+    checkpoint: str | os.PathLike,
+    pool: str | os.PathLike,
+    n: int,
+    out: str | os.PathLike,
+    *,
+    by: str = "forces",
+    out_format: str | None = None,
+    format: str | None = None,
+    length_unit: str | None = None,
+    energy_unit: str | None = None,
+    device: str = "cpu",
+    batch_size: int = 8,
+) -> list[dict[str, float]]:
+    """Query by committee: write the ``n`` frames of ``pool`` on which the committee disagrees most.
+
+    The frames are written as structures only (labels a pool frame carries, e.g. from the MD
+    run that made it, are dropped: they are not the reference method's), with
+    ``committee_spread`` (the ranking value), ``pool_index`` and an n2p2 ``comment``.
+
+    Args:
+        checkpoint: a committee checkpoint (``pbcgnn train --committee N``).
+        pool: candidate frames in any readable format; energies are not needed.
+        n: how many frames to select (all if the pool is smaller).
+        out: output file; format by ``out_format`` or the name (``input.data``/``*.data``: n2p2).
+        by: spread measure, one of :data:`SPREAD_MEASURES`.
+        format, length_unit, energy_unit: how to read ``pool`` (:func:`pbcgnn.io.read_frames`).
+        device, batch_size: for the predictions.
+
+    Returns:
+        Per selected frame, largest spread first: ``pool_index`` and the three spreads.
+
+    Raises:
+        InputError: not a committee checkpoint, a bad ``by`` or ``n``, unreadable pool.
+    """
+    if by not in SPREAD_MEASURES:
+        raise InputError(f"expected a spread measure in {SPREAD_MEASURES}, found {by!r}")
+    if n < 1:
+        raise InputError(f"expected n >= 1 frames to select, found {n}")
+    model, _ = load_checkpoint(checkpoint, device=device)
+    if not isinstance(model, Committee) or len(model) < 2:
+        raise InputError("expected a committee checkpoint (train with --committee N, N >= 2)", path=checkpoint)
+    opts = dict(format=format, length_unit=length_unit, energy_unit=energy_unit)
+    frames = read_frames(pool, require_energy=False, **opts)
+    dataset = FrameDataset(pool, model.cutoff, require_energy=False, **opts)
+    pred = predict(model, dataset, device=device, batch_size=batch_size)
+    spread = frame_spread(pred.energy_std, pred.forces_std, pred.natoms)
+    chosen = rank_by_spread(spread[by], n)
+    selected, rows = [], []
+    for k in chosen.tolist():
+        src = frames[k]
+        atoms = Atoms(numbers=src.numbers, positions=src.positions, cell=src.cell, pbc=src.pbc)
+        atoms.info.update(pool_index=k, committee_spread=float(spread[by][k]), committee_spread_measure=by,
+                          comment=f"pbcgnn select: pool frame {k} of {os.fspath(pool)}, "
+                                  f"{by} spread {spread[by][k]:.6g}")
+        selected.append(atoms)
+        rows.append({"pool_index": k, **{m: float(spread[m][k]) for m in SPREAD_MEASURES}})
+    write_frames(out, selected, format=out_format)
+    log.info("selected %d of %d frames by %s spread into %s", len(selected), len(frames), by, out)
+    return rows

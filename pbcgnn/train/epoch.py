@@ -1,0 +1,76 @@
+"""One epoch: optimiser steps over the training frames, and the validation that judges it."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from ..config import TrainConfig
+from ..errors import TrainingError
+from ..evaluation.metrics import error_metrics
+from ..evaluation.predict import predict
+from ..model import compute_properties
+from . import distributed
+from .distributed import Context
+from .loss import ValidationLoss, energy_force_loss, loss_denominators
+from .setup import Training
+
+__all__ = ["train_epoch", "validate"]
+
+
+def train_epoch(net: torch.nn.Module, training: Training, loader, tc: TrainConfig, ctx: Context,
+                device: torch.device, epoch: int, out: Path,
+                lr_at: Callable[[int, int], float | None] | None = None) -> dict[str, float]:
+    """One pass over this process's share of the training frames; returns the mean loss terms.
+
+    ``lr_at(step, steps)``, when given, sets the learning rate before every optimiser step
+    (unless it returns ``None``).
+
+    ``net`` is ``training.model`` or its DistributedDataParallel wrapper. With W processes each
+    loss is normalised by the global batch and multiplied by W, because DDP averages the gradients.
+
+    Raises:
+        TrainingError: the loss is NaN or inf (on any process); names the frames of the batch.
+    """
+    model, optimizer = training.model, training.optimizer
+    model.train()
+    sums = torch.zeros(3, dtype=torch.float64)
+    n_batches = 0
+    steps = len(loader)
+    for step_index, batch in enumerate(loader):
+        lr = lr_at(step_index, steps) if lr_at is not None else None
+        if lr is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+        batch = batch.to(device)
+        pred = compute_properties(net, batch, forces=True, training=True)
+        denominators = distributed.global_sum(loss_denominators(batch), ctx)
+        loss, terms = energy_force_loss(pred, batch, tc.energy_weight, tc.force_weight, denominators)
+        step = distributed.global_sum(torch.stack([loss.detach(), terms["energy"], terms["force"]]).double().cpu(), ctx)
+        if not torch.isfinite(step).all():  # the same verdict on every rank: none is left waiting
+            raise TrainingError(
+                f"epoch {epoch + 1}: loss is {loss.item()} on frames {', '.join(batch.source)}; "
+                f"training stopped, the last good checkpoints in {out} are kept")
+        optimizer.zero_grad(set_to_none=True)
+        (loss * ctx.world_size).backward()
+        if tc.clip_grad > 0:
+            torch.nn.utils.clip_grad_norm_(training.trainable, tc.clip_grad)
+        optimizer.step()
+        if training.ema is not None:
+            training.ema.update_parameters(model)
+        sums += step
+        n_batches += 1
+    means = (sums / max(n_batches, 1)).tolist()
+    return {"loss": means[0], "energy": means[1], "force": means[2]}
+
+
+def validate(model: torch.nn.Module, loader, device: torch.device, tc: TrainConfig,
+             force_weight: float) -> dict[str, float]:
+    """Validation errors (:func:`pbcgnn.evaluation.metrics.error_metrics`) and ``loss``, the training
+    loss over all validation frames (frame weights included), which picks ``best.pt``, stops early
+    and drives the plateau schedule."""
+    loss = ValidationLoss(tc.energy_weight, force_weight)
+    metrics = error_metrics(predict(model, loader, device=device, on_batch=loss.add))
+    metrics["loss"] = loss.value()
+    return metrics
