@@ -1,14 +1,12 @@
-"""Fixtures for committees: a small real water file, random members, and a trained committee."""
+"""Fixtures for committee training: a small real water file, configs, and a trained committee."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-import torch
 
 from pbcgnn.config import CommitteeConfig, Config, DataConfig, ModelConfig, TrainConfig
 from pbcgnn.io import read_frames, write_frames
-from pbcgnn.model import SchNet
 from pbcgnn.train.run import fit
 
 TINY = ModelConfig(hidden_channels=16, num_filters=16, num_interactions=2, num_rbf=12, cutoff=4.5, dtype="float64")
@@ -23,23 +21,11 @@ def _config(path: Path, size: int = 3, epochs: int = 4, bootstrap: bool = True) 
     )
 
 
-def _random_member(seed: int) -> SchNet:
-    """A tiny float64 SchNet with random weights (non-zero readout) and a reference energy."""
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = SchNet(hidden_channels=16, num_filters=16, num_interactions=2, num_rbf=12, cutoff=4.5).double()
-        with torch.no_grad():
-            for p in model.parameters():
-                p.add_(0.1 * torch.randn_like(p))
-    model.reference.set_values({1: -13.6, 8: -430.0}, 0.5)
-    return model
-
-
 @pytest.fixture(scope="session")
 def helpers():
     from types import SimpleNamespace
 
-    return SimpleNamespace(config=_config, random_member=_random_member, TINY=TINY)
+    return SimpleNamespace(config=_config, TINY=TINY)
 
 
 @pytest.fixture(scope="session")
