@@ -16,3 +16,10 @@ def test_import_is_light():
     code = "import sys, pbcgnn; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_cli_is_light():
+    """`pbcgnn --help` loads no torch: commands import it inside their bodies."""
+    code = "import sys, pbcgnn.cli; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -101,8 +101,11 @@ def fit_reference(model: torch.nn.Module, train_set, device: str | torch.device 
     base_f = rmse(np.concatenate([f.ravel() for f in forces])) if forces else math.nan
     log.info("E0 per element (eV): %s; scale %.4f -> %.4f eV; rank %s", {int(k): round(v, 6) for k, v in e0.items()},
              old_scale, scale, info["rank"])
-    log.info("energy RMSE on the training set %.3f -> %.3f meV/atom (E0 fit%s); force RMSE of zero forces "
-             "%.1f meV/A", rmse(before), rmse(residual), " to the pretrained network" if pretrained else " only",
-             base_f)
+    if pretrained:
+        log.info("energy RMSE of the pretrained model on the training set %.3f -> %.3f meV/atom (E0 refit)",
+                 rmse(before), rmse(residual))
+    else:
+        log.info("baseline on the training set: energy RMSE %.3f meV/atom (E0 only), force RMSE %.1f meV/A (zero)",
+                 rmse(residual - residual.mean()), base_f)
     return {"e0": {int(k): float(v) for k, v in e0.items()}, "scale": scale, "scale_ratio": old_scale / scale, **info,
             "energy_rmse_before_mev_per_atom": rmse(before), "energy_rmse_after_mev_per_atom": rmse(residual)}

@@ -8,7 +8,8 @@ from typing import Any
 
 import torch
 from torch.optim.lr_scheduler import ReduceLROnPlateau
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch import Tensor
+from torch.optim.swa_utils import AveragedModel
 
 from ..checkpoint import build_model
 from ..config import Config
@@ -17,7 +18,7 @@ from .reference import fit_reference
 from .state import TrainState
 from .transfer import freeze_parameters, load_init_weights
 
-__all__ = ["Training", "set_up"]
+__all__ = ["Training", "set_up", "warmed_up_ema"]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,30 @@ class Training:
         return TrainState.from_dict(saved["loop"])
 
 
+def warmed_up_ema(decay: float):
+    r"""An EMA update for :class:`~torch.optim.swa_utils.AveragedModel` whose decay warms up with
+    the number of updates :math:`n` (as TensorFlow's ``ExponentialMovingAverage`` and NequIP):
+
+    .. math::
+        \bar\theta \leftarrow d_n \bar\theta + (1 - d_n)\,\theta, \qquad
+        d_n = \min\left(d, \frac{1 + n}{10 + n}\right)
+
+    A fixed decay of 0.99 averages over ~100 steps from the first one, so early in a run (or in a
+    short one) the average trails far behind weights that still move fast: 30 epochs of 40 water
+    frames saved a model 50 meV/atom off in energy while the raw weights were at 1.3. With the
+    warm-up the average spans about ``(10 + n) / 9`` steps until that reaches ``1 / (1 - d)``.
+    """
+    def update(ema_params: list[Tensor], params: list[Tensor], num_averaged: Tensor) -> None:
+        n = num_averaged.to(torch.float64)  # updates before this one (0-d, on the params' device)
+        d = torch.clamp((1.0 + n) / (10.0 + n), max=decay)
+        for ema, param in zip(ema_params, params):
+            if ema.is_floating_point():
+                ema.lerp_(param, (1.0 - d).to(ema.dtype))
+            else:  # integer buffers cannot be interpolated: follow the weights
+                ema.copy_(param)
+    return update
+
+
 def _initialise(model: torch.nn.Module, config: Config, train_set, device: torch.device) -> dict[str, Any]:
     """Start weights (new, or a checkpoint's when fine-tuning) and the reference fitted to ``train_set``."""
     if config.transfer.init_from is not None:
@@ -92,7 +117,7 @@ def set_up(config: Config, train_set, device: torch.device,
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:
         raise InputError(f"every parameter is frozen ({', '.join(config.transfer.freeze)}): nothing to train")
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema_decay), use_buffers=True) \
+    ema = AveragedModel(model, multi_avg_fn=warmed_up_ema(tc.ema_decay), use_buffers=True) \
         if tc.ema_decay > 0 else None
     optimizer = torch.optim.AdamW(trainable, lr=tc.lr, weight_decay=tc.weight_decay)
     scheduler = ReduceLROnPlateau(optimizer, factor=tc.lr_factor, patience=tc.lr_patience, min_lr=tc.min_lr)

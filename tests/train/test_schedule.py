@@ -152,3 +152,28 @@ def test_a_larger_budget_on_resume_returns_an_annealed_run_to_its_plateau_rate(b
     assert seen[:2 * n] == [4e-3] * (2 * n)  # epochs 3-4 of 8: before the new anneal
     assert seen[2 * n:] == pytest.approx([cosine_lr(4e-3, 1e-5, (e + s / n) / 4) for e in range(4) for s in range(n)],
                                          rel=1e-12)
+
+
+def test_ema_decay_warms_up_then_equals_the_fixed_decay():
+    """Weights moving one unit per step: a fixed decay of 0.99 trails them by ~40 steps after 50
+    updates; the warmed-up average by (10 + n) / 9 at most, and from n = 890 on it is the fixed one."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    from pbcgnn.train.setup import warmed_up_ema
+
+    def lag(multi_avg_fn, steps):
+        model = torch.nn.Linear(1, 1, bias=False)
+        ema = AveragedModel(model, multi_avg_fn=multi_avg_fn, use_buffers=True)
+        for step in range(steps):
+            with torch.no_grad():
+                model.weight.fill_(float(step))
+            ema.update_parameters(model)
+        return float(model.weight - ema.module.weight)
+
+    assert lag(get_ema_multi_avg_fn(0.99), 50) > 30
+    assert lag(warmed_up_ema(0.99), 50) < (10 + 50) / 9
+    fixed, warm = get_ema_multi_avg_fn(0.99), warmed_up_ema(0.99)
+    a, b, p = [torch.zeros(3)], [torch.zeros(3)], [torch.ones(3)]
+    fixed(a, p, torch.tensor(2000))
+    warm(b, p, torch.tensor(2000))
+    assert torch.allclose(a[0], b[0], rtol=1e-6)
