@@ -1,4 +1,4 @@
-"""The ``pbcgnn`` command group: logging set-up and InputError -> one clean line, exit 1.
+"""The ``pbcgnn`` command group: logging set-up; bad input and failed writes -> one clean line, exit 1.
 
 Each command lives in its own module and imports torch inside its body, so
 ``pbcgnn --help`` stays fast.
@@ -9,17 +9,46 @@ import logging
 
 import click
 
-from pbcgnn.errors import InputError, TrainingError
+from pbcgnn.errors import InputError, OutputError, TrainingError, first_line
+
+log = logging.getLogger("pbcgnn.cli")
+
+
+def _os_message(err: OSError) -> str:
+    """``path: reason`` of an operating-system error (a full disk, a read-only or missing folder)."""
+    if isinstance(err, OutputError) or not err.strerror:
+        return str(err) or type(err).__name__
+    where = f"{err.filename}: " if err.filename is not None else ""
+    return f"{where}{err.strerror}"
 
 
 class _Group(click.Group):
-    """A click group that reports bad user input without a traceback."""
+    """A click group that reports bad user input and failed reads or writes without a traceback.
+
+    An ``OSError`` (disk full, read-only file system, a path through a file) is the machine's
+    answer, not a bug in pbcgnn, so it is one line too; ``-vv`` logs its traceback.
+    """
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except (InputError, TrainingError) as err:
             raise click.ClickException(str(err)) from None
+        except OSError as err:
+            log.debug("operating-system error", exc_info=True)
+            raise click.ClickException(_os_message(err)) from None
+        except (MemoryError, RuntimeError) as err:
+            if not _out_of_memory(err):
+                raise
+            log.debug("out of memory", exc_info=True)
+            raise click.ClickException("out of memory: try a smaller --batch-size or --cutoff, or fewer frames "
+                                       f"({first_line(err)})") from None
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` is the machine running out of memory (torch's CPU or CUDA allocator, Python's)."""
+    return (isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError"
+            or "can't allocate memory" in str(err) or "CUDA out of memory" in str(err))
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .options import data_options, data_paths
+from .options import data_options, data_paths, label_key_options
 
 COLUMNS = [("energy_rmse_mev_per_atom", "E RMSE"), ("energy_mae_mev_per_atom", "E MAE"),
            ("force_rmse_mev_per_A", "F RMSE"), ("force_mae_mev_per_A", "F MAE")]
@@ -16,11 +16,13 @@ SPREAD_COLUMNS = [("energy_spread_mev_per_atom", "E spread"), ("force_spread_mev
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
 @data_paths
 @data_options
+@label_key_options
 @click.option("--out", type=click.Path(file_okay=False), default="eval", show_default=True,
               help="Folder for metrics.json, predictions.xyz and parity.png.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:K.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
-def evaluate(checkpoint, data, fmt, length_unit, energy_unit, out, device, batch_size) -> None:
+def evaluate(checkpoint, data, fmt, length_unit, energy_unit, energy_key, forces_key, stress_key, out, device,
+             batch_size) -> None:
     """Evaluate CHECKPOINT on DATA files (default: the validation frames of its training run).
 
     Energies in meV/atom, forces in meV/A per Cartesian component. For a committee the errors
@@ -28,12 +30,15 @@ def evaluate(checkpoint, data, fmt, length_unit, energy_unit, out, device, batch
     correlation (rho) and RMS error over RMS spread (err/sd), plotted in calibration.png.
     """
     from pbcgnn.device import resolve_device
+    from pbcgnn.errors import ensure_writable_dir
     from pbcgnn.evaluation.report import evaluate as run_eval
 
     dev = str(resolve_device(device))
+    ensure_writable_dir(out)  # before any work: metrics.json etc. are written at the end
     if data:
         results = run_eval(checkpoint, data, out, format=fmt, length_unit=length_unit, energy_unit=energy_unit,
-                           device=dev, batch_size=batch_size)
+                           energy_key=energy_key, forces_key=forces_key, stress_key=stress_key, device=dev,
+                           batch_size=batch_size)
     else:
         from pbcgnn.evaluation.report import evaluate_validation
 

@@ -26,7 +26,8 @@ _C = MDConfig()
               help="Target temperature in K (and of the initial velocities).")
 @click.option("--timestep", type=click.FloatRange(min=0, min_open=True), default=_C.timestep_fs, show_default=True,
               help="Time step in fs.")
-@click.option("--steps", type=click.IntRange(min=0), default=_C.steps, show_default=True)
+@click.option("--steps", type=click.IntRange(min=0), default=_C.steps, show_default=True,
+              help="MD steps (0: evaluate and write the starting state only).")
 @click.option("--friction", type=click.FloatRange(min=0, min_open=True), default=_C.friction_per_ps,
               show_default=True, help="Langevin friction in 1/ps (nvt; npt with openmm).")
 @click.option("--pressure", type=float, default=_C.pressure_bar, show_default=True, help="Pressure in bar (npt).")
@@ -61,10 +62,12 @@ def md(checkpoint, structure, frame, fmt, length_unit, energy_unit, repeat, engi
     ps; energies in eV; temperature in K; volume in A^3) and OUT/run.json (speed in ns/day).
     """
     from pbcgnn.device import resolve_device
-    from pbcgnn.errors import InputError
+    from pbcgnn.errors import InputError, ensure_writable_dir
     from pbcgnn.io import read_frames
     from pbcgnn.md import run_md
 
+    dev = str(resolve_device(device))
+    ensure_writable_dir(out)
     config = MDConfig(engine=engine, ensemble=ensemble, temperature_K=temperature, timestep_fs=timestep,
                       steps=steps, friction_per_ps=friction, pressure_bar=pressure,
                       initial_temperature_K=initial_temperature, velocities=velocities, seed=seed,
@@ -77,11 +80,14 @@ def md(checkpoint, structure, frame, fmt, length_unit, energy_unit, repeat, engi
     atoms = frames[frame]
     if tuple(repeat) != (1, 1, 1):
         atoms = atoms.repeat(tuple(repeat))
-    result = run_md(checkpoint, atoms, config, out, device=str(resolve_device(device)), dtype=dtype,
+    result = run_md(checkpoint, atoms, config, out, device=dev, dtype=dtype,
                     progress=progress)
-    click.echo(f"{result.steps} steps of {timestep:g} fs ({result.steps * timestep * 1e-3:g} ps), {len(atoms)} atoms, "
-               f"{engine} {ensemble}: {result.steps_per_s:.3g} steps/s, {result.ns_per_day:.3g} ns/day, "
-               f"{result.rebuilds} neighbour-list builds")
+    if result.steps_per_s is None:  # --steps 0: the starting state only, no speed to report
+        click.echo(f"0 steps: the starting state of {len(atoms)} atoms evaluated and written, no dynamics run")
+    else:
+        click.echo(f"{result.steps} steps of {timestep:g} fs ({result.steps * timestep * 1e-3:g} ps), {len(atoms)} "
+                   f"atoms, {engine} {ensemble}: {result.steps_per_s:.3g} steps/s, {result.ns_per_day:.3g} ns/day, "
+                   f"{result.rebuilds} neighbour-list builds")
     click.echo(f"wrote {out}/trajectory.xyz, thermo.csv, run.json")
     if do_analyze:
         from .analyze import report

@@ -55,6 +55,20 @@ def data_options(f):
     return f
 
 
+def label_key_options(f):
+    """``--energy-key``, ``--forces-key``, ``--stress-key``: which columns of extended XYZ (and other
+    ASE formats) hold the labels, e.g. MACE-style ``REF_energy``/``REF_forces``."""
+    for what, example in (("stress", "REF_stress"), ("forces", "REF_forces"), ("energy", "REF_energy")):
+        f = click.option(
+            f"--{what}-key",
+            default=default("data", f"{what}_key"),
+            metavar="KEY",
+            help=f"Column holding the {what} in extended XYZ/ASE files, e.g. {example} "
+                 "[default: the usual names; columns that look like labels but are not read are warned about].",
+        )(f)
+    return f
+
+
 data_paths = click.argument(
     "data", nargs=-1, type=click.Path(exists=True, dir_okay=False, readable=True)
 )

@@ -17,7 +17,7 @@ from .options import data_options
               help="Output format [default: from the --out name].")
 @click.option("--by", type=click.Choice(["forces", "max_force", "energy"]), default="forces", show_default=True,
               help="Spread to rank by: RMS force std, largest atomic force std, or energy std per atom.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:K.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 def select(checkpoint, pool, fmt, length_unit, energy_unit, n, out, out_format, by, device, batch_size) -> None:
     """Rank the frames of POOL (e.g. an MD trajectory) by the disagreement of the committee

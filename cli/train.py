@@ -7,7 +7,7 @@ import click
 
 from pbcgnn.config import CommitteeConfig, DataConfig, ModelConfig, TrainConfig, TransferConfig
 
-from .options import config_from_params, data_options, data_paths
+from .options import config_from_params, data_options, data_paths, label_key_options
 
 _D, _M, _T, _X, _C = DataConfig(), ModelConfig(), TrainConfig(), TransferConfig(), CommitteeConfig()
 #: Options that define the architecture: taken from the checkpoint when fine-tuning.
@@ -25,6 +25,7 @@ def bundled_data() -> Path:
 @click.command()
 @data_paths
 @data_options
+@label_key_options
 @click.option("--out", type=click.Path(file_okay=False), default="runs/pbcgnn", show_default=True,
               help="Output folder: best.pt, last.pt, TensorBoard logs.")
 @click.option("--val", "val_paths", multiple=True, type=click.Path(exists=True, dir_okay=False),
@@ -82,8 +83,10 @@ def train(ctx, data, out, resume, progress, **options) -> None:
     frames without forces train on their energy only). With --committee N, trains N models
     whose spread `pbcgnn eval` calibrates and `pbcgnn select` uses.
     """
+    from pbcgnn.errors import ensure_writable_dir
     from pbcgnn.train.run import fit
 
+    ensure_writable_dir(out)  # before reading data and fitting: an unwritable OUT fails at once
     if options["init_from"] is not None:
         given = [f"--{name}" for name in ARCHITECTURE
                  if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]

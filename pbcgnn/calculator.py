@@ -8,13 +8,13 @@ import numpy as np
 import torch
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
-from ase.data import chemical_symbols
 from ase.stress import full_3x3_to_voigt_6_stress
 from torch_geometric.data import Data
 
 from .checkpoint import load_checkpoint
 from .errors import InputError
 from .graph import MIN_DISTANCE, _where, atoms_to_graph
+from .io.checks import check_supported
 from .model import SchNet
 from .model.derivatives import compute_properties
 from .model.tabulate import tabulate as make_table
@@ -154,18 +154,7 @@ class PbcgnnCalculator(Calculator):
 
     # ------------------------------------------------------------------ checks
     def _check_frame(self, atoms: Atoms) -> None:
-        where = _where(atoms, None)
-        if self.elements is not None:
-            unknown = sorted(set(int(z) for z in atoms.numbers) - set(self.elements))
-            if unknown:
-                have = ", ".join(chemical_symbols[z] for z in self.elements)
-                raise InputError(
-                    f"element(s) {', '.join(chemical_symbols[z] for z in unknown)} not in the "
-                    f"model's training set; expected only {have}", **where)
-        if self.periodic and not (np.all(atoms.pbc) and abs(atoms.cell.volume) > 1e-6):
-            raise InputError(
-                "the model was trained on periodic frames, expected a cell periodic in x, y and z, "
-                f"found pbc={atoms.pbc.tolist()} and volume {abs(atoms.cell.volume):.3g} A^3", **where)
+        check_supported(atoms, self.elements, self.periodic)  # the same check as `pbcgnn eval`
 
     # ------------------------------------------------------------ neighbours
     def _edges_on_device(self, atoms: Atoms, pos: torch.Tensor, radius: float) -> tuple[torch.Tensor, torch.Tensor]:

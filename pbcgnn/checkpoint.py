@@ -27,8 +27,16 @@ resumes from its own ``last.pt``).
 """
 from __future__ import annotations
 
+import contextlib
+import glob
+import logging
 import os
-import tempfile
+import pickle
+import re
+import socket
+import time
+import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -36,52 +44,171 @@ import torch
 
 from . import __version__
 from .config import Config
-from .errors import InputError
+from .errors import InputError, OutputError, first_line
 from .model import SchNet
 from .model.committee import Committee
 
-__all__ = ["FORMAT_VERSION", "UNITS", "save_checkpoint", "read_checkpoint", "load_checkpoint",
+__all__ = ["FORMAT_VERSION", "UNITS", "save_checkpoint", "read_checkpoint", "checkpoint_config", "load_checkpoint",
            "model_from_checkpoint", "build_model", "member_state_dict", "combine_checkpoints"]
 
+log = logging.getLogger(__name__)
+
 FORMAT_VERSION = 1
+#: Seconds after which a temporary checkpoint file nobody touched is stale, whoever wrote it.
+STALE_AFTER_S = 60.0
+#: Host name in temporary file names, so a writer on another host sharing the folder is not mistaken for a dead one.
+_HOST = socket.gethostname().replace("/", "_") or "localhost"
 #: The units of every checkpoint's energies and lengths (pbcgnn's internal units).
 UNITS = {"energy": "eV", "length": "Angstrom"}
 
 
 def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> None:
-    """Write ``checkpoint`` to ``path`` atomically (temporary file, fsync, rename):
-    a kill mid-write leaves the previous file intact."""
+    """Write ``checkpoint`` to ``path`` atomically: a temporary file next to it, fsync, rename.
+
+    A kill or a failed write (full disk, read-only folder) leaves the previous file intact.
+    The file gets the permissions of any other output (``0o666`` less the umask). Temporary
+    files that a killed writer left behind for this name are removed first (see
+    :func:`_remove_stale_temps`).
+
+    Raises:
+        OutputError: the folder or the file cannot be written, naming the path and the reason.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temps(path)
+        tmp = path.parent / f".{path.name}.{_HOST}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+        # os.open applies the umask (mkstemp would force 0o600).
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    except OSError as err:
+        raise OutputError.from_os(err, path) from None
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save({"format": FORMAT_VERSION, "version": __version__, "units": UNITS, **checkpoint}, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    except OSError as err:
+        raise OutputError.from_os(err, path) from None
+    except RuntimeError as err:  # torch's zip writer: "PytorchStreamWriter failed writing file ..."
+        raise OutputError(path, f"torch.save failed ({first_line(err)})") from None
+    finally:
+        with contextlib.suppress(OSError):  # gone after the rename; never hide the real error
+            tmp.unlink()
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. PermissionError: it exists, owned by someone else
+        return True
+    return True
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Remove temporary files of ``path`` left by killed writers, never one a live writer uses.
+
+    Ours are named ``.NAME.HOST.PID.RANDOM.tmp``: removed when that process is gone from this
+    host. Those of another host (a shared file system) and the ``.NAME.XXXXXXXX`` files of
+    older versions (``mkstemp``) are removed when untouched for :data:`STALE_AFTER_S`: a live
+    writer touches its file continuously, so an old modification time means nobody writes it.
+    """
+    mine = re.compile(rf"^\.{re.escape(path.name)}\.(?P<host>.+)\.(?P<pid>\d+)\.[0-9a-f]{{8}}\.tmp$")
+    legacy = re.compile(rf"^\.{re.escape(path.name)}\.[a-z0-9_]{{8}}$")
+    now = time.time()
+    for candidate in path.parent.glob(f".{glob.escape(path.name)}.*"):
+        match = mine.match(candidate.name)
+        if not match and not legacy.match(candidate.name):
+            continue
+        try:
+            if match and match["host"] == _HOST:
+                stale = not _alive(int(match["pid"]))
+            else:
+                stale = now - candidate.stat().st_mtime > STALE_AFTER_S
+            if stale:
+                candidate.unlink()
+                log.info("removed %s, a temporary file of an interrupted checkpoint write", candidate)
+        except OSError as err:  # cleaned up by another writer first, or not ours to remove: never fail the save
+            log.debug("left %s: %s", candidate, err)
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """The checkpoint dict, read with ``weights_only=True``; bad files raise InputError."""
+    """The checkpoint dict, read with ``weights_only=True``; bad files raise InputError.
+
+    Torch's own message for a refused file advises loading it with ``weights_only=False``,
+    which would run whatever code the file holds: that advice is never passed on.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError("no such checkpoint file", path=path)
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": noise for a refused file
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # unpickling errors come in many types
-        raise InputError(f"not a pbcgnn checkpoint ({type(err).__name__}: {err})", path=path) from None
+        raise InputError(f"expected a pbcgnn checkpoint, found {_load_failure(err)}", path=path) from None
     if not isinstance(ckpt, dict) or "format" not in ckpt or "model" not in ckpt:
-        raise InputError("not a pbcgnn checkpoint (missing 'format' or 'model')", path=path)
+        raise InputError("expected a pbcgnn checkpoint, found no 'format' or 'model' entry", path=path)
+    if not isinstance(ckpt["format"], int) or isinstance(ckpt["format"], bool):
+        raise InputError(f"expected an integer checkpoint format, found {ckpt['format']!r}", path=path)
     if ckpt["format"] > FORMAT_VERSION:
         raise InputError(
             f"checkpoint format {ckpt['format']} is newer than this pbcgnn ({__version__}) reads", path=path
         )
+    checkpoint_config(ckpt, path)
     return ckpt
+
+
+def checkpoint_config(ckpt: dict[str, Any], path: str | os.PathLike | None = None) -> Config:
+    """The :class:`Config` stored in a checkpoint, its model section checked (types and values).
+
+    :func:`read_checkpoint` calls this, so a checkpoint it returns has a config that
+    ``Config.from_dict`` rebuilds and a model section :func:`build_model` accepts.
+
+    Raises:
+        InputError: no config, a section that is not a table, unknown options, or model
+            options of the wrong type or value, naming ``path``.
+    """
+    raw = ckpt.get("config")
+    if not isinstance(raw, dict) or not isinstance(raw.get("model"), dict):
+        if isinstance(raw, dict):
+            found = "no model section" if "model" not in raw else f"model: {type(raw['model']).__name__}"
+        else:
+            found = "no config" if raw is None else type(raw).__name__
+        raise InputError(f"expected a config with a 'model' table, found {found}", path=path)
+    bad = sorted(k for k, v in raw.items() if not isinstance(v, dict))
+    if bad:
+        raise InputError(f"expected config sections as tables, found {', '.join(bad)}", path=path)
+    model = raw["model"]
+    for name in ("hidden_channels", "num_filters", "num_interactions", "num_rbf"):
+        if name in model and (not isinstance(model[name], int) or isinstance(model[name], bool)):
+            raise InputError(f"expected an integer model.{name}, found {model[name]!r}", path=path)
+    if "cutoff" in model and (not isinstance(model["cutoff"], (int, float)) or isinstance(model["cutoff"], bool)):
+        raise InputError(f"expected a number for model.cutoff, found {model['cutoff']!r}", path=path)
+    try:
+        config = Config.from_dict(raw)
+        config.model.validate()
+    except InputError as err:
+        raise InputError(f"checkpoint config: {err.reason}", path=path) from None
+    except (TypeError, ValueError, AttributeError) as err:
+        raise InputError(f"expected a pbcgnn config, found {type(err).__name__}: {err}", path=path) from None
+    return config
+
+
+def _load_failure(err: Exception) -> str:
+    """What torch.load's error says about the file, in a few words and without torch's advice."""
+    text = str(err)
+    if isinstance(err, EOFError):
+        return "an empty or truncated file"
+    if isinstance(err, pickle.UnpicklingError):
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        if found:
+            return f"a pickled Python object ({found[1]}), which is refused: loading it could run code"
+        return "a file that is not a torch file of tensors and plain values"
+    return f"an unreadable file ({type(err).__name__}: {first_line(err)})"
 
 
 def build_model(config: Config) -> SchNet:
@@ -113,18 +240,37 @@ def model_from_checkpoint(
     ckpt: dict[str, Any], device: str | torch.device = "cpu", dtype: str | None = None,
     path: str | os.PathLike | None = None,
 ) -> torch.nn.Module:
-    """The model (SchNet or Committee) of a checkpoint dict, in eval mode; see :func:`load_checkpoint`."""
-    config = Config.from_dict(ckpt["config"])
-    if "members" in ckpt:
-        model = Committee([build_model(config) for _ in ckpt["members"]])
-    elif config.committee.size > 1:
+    """The model (SchNet or Committee) of a checkpoint dict, in eval mode; see :func:`load_checkpoint`.
+
+    Raises:
+        InputError: a config or weights that do not make this model, naming ``path``.
+    """
+    config = checkpoint_config(ckpt, path)
+    members = ckpt.get("members")
+    if members is not None and (not isinstance(members, list) or not members):
+        raise InputError(f"expected a list of committee members, found {members!r:.40}", path=path)
+    if members is None and config.committee.size > 1:
         raise InputError("committee run not finished: no members combined yet (resume it)", path=path)
-    else:
-        model = build_model(config)
-    model.load_state_dict(ckpt["model"])
+    if not isinstance(ckpt["model"], dict):
+        raise InputError(f"expected the model's weights as a table, found {type(ckpt['model']).__name__}", path=path)
+    try:
+        model = Committee([build_model(config) for _ in members]) if members else build_model(config)
+        model.load_state_dict(ckpt["model"])
+    except (RuntimeError, TypeError, ValueError, KeyError) as err:
+        # e.g. "size mismatch for lin1.bias": weights of another architecture than the config says
+        raise InputError(f"expected weights of the model its config describes, found: {_mismatch(err)}",
+                         path=path) from None
     if dtype is not None:
         model = model.to(getattr(torch, dtype))
     return model.to(device).eval()
+
+
+def _mismatch(err: Exception) -> str:
+    """The first problem torch's load_state_dict reports, on one line."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    detail = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else (lines or [""])[0]
+    detail = detail or type(err).__name__
+    return detail if len(detail) <= 160 else detail[:157] + "..."
 
 
 def member_state_dict(ckpt: dict[str, Any], member: int = 0) -> dict[str, torch.Tensor]:

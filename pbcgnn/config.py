@@ -77,6 +77,9 @@ class DataConfig:
             ``paths`` is held out at random (seeded by ``split_seed``).
         format, length_unit, energy_unit: as :func:`pbcgnn.io.read_frames`.
         cache_dir: where processed graphs are cached; ``None`` keeps them in memory.
+        energy_key, forces_key, stress_key: columns holding the labels in extended XYZ and
+            other ASE formats (e.g. ``REF_forces``); ``None``: the usual names
+            (:mod:`pbcgnn.io.labels`). Stored in checkpoints, so evaluation reads the same columns.
     """
 
     paths: tuple[str, ...] = ()
@@ -87,9 +90,16 @@ class DataConfig:
     length_unit: str | None = None
     energy_unit: str | None = None
     cache_dir: str | None = None
+    energy_key: str | None = None
+    forces_key: str | None = None
+    stress_key: str | None = None
 
     def validate(self) -> None:
         _check(len(self.paths) > 0, "expected at least one training data file, found none")
+        for name in ("energy_key", "forces_key", "stress_key"):
+            key = getattr(self, name)
+            _check(key is None or (isinstance(key, str) and key.strip() == key != ""),
+                   f"expected {name} to be a column name, found {key!r}")
         _check(0.0 < self.val_fraction < 1.0 or bool(self.val_paths),
                f"expected 0 < val_fraction < 1, found {self.val_fraction}")
         _check(self.length_unit is None or self.length_unit.lower() in LENGTH_UNITS,

@@ -9,14 +9,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+from ase import Atoms
 from torch_geometric.data import Data, InMemoryDataset
 
 from .config import Config
 from .errors import InputError
-from .graph import atoms_to_graph
+from .graph import MIN_DISTANCE, atoms_to_graph
+from .neighbors import STORED_BYTES_PER_EDGE, check_list_memory, estimate_edges
 from .io import check_path, read_frames
+from .io.checks import check_supported
 
-__all__ = ["FrameDataset", "split_indices", "bootstrap_indices", "load_datasets", "GRAPH_VERSION"]
+__all__ = ["FrameDataset", "split_indices", "bootstrap_indices", "load_datasets", "check_frames", "GRAPH_VERSION"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,10 @@ class FrameDataset(InMemoryDataset):
             Bohr/Hartree for n2p2, Angstrom/eV otherwise).
         require_energy: reject frames without an energy (training needs it).
         transform: applied on access, as in PyG.
+        energy_key, forces_key, stress_key: label columns of ASE formats
+            (:func:`pbcgnn.io.read_frames`; ``None``: the usual names).
+        elements, periodic: refuse frames a model cannot know: elements outside ``elements``,
+            or (``periodic``) without a 3-D periodic cell (:func:`pbcgnn.io.checks.check_supported`).
     """
 
     def __init__(
@@ -66,6 +73,11 @@ class FrameDataset(InMemoryDataset):
         require_energy: bool = True,
         transform: Callable[[Data], Data] | None = None,
         force_reload: bool = False,
+        energy_key: str | None = None,
+        forces_key: str | None = None,
+        stress_key: str | None = None,
+        elements: Sequence[int] | None = None,
+        periodic: bool = False,
     ) -> None:
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
@@ -81,6 +93,11 @@ class FrameDataset(InMemoryDataset):
             "energy_unit": energy_unit,
             "require_energy": require_energy,
         }
+        # only when given, so the cache key of a run that names no column is unchanged
+        keys = {"energy_key": energy_key, "forces_key": forces_key, "stress_key": stress_key}
+        self.options.update({name: key for name, key in keys.items() if key is not None})
+        self.support = {"elements": None if elements is None else sorted(int(z) for z in elements),
+                        "periodic": bool(periodic)}
         self._cached = root is not None
         super().__init__(None if root is None else os.fspath(root), transform, log=False, force_reload=force_reload)
         if self._cached:
@@ -122,6 +139,7 @@ class FrameDataset(InMemoryDataset):
                 "cutoff": self.cutoff,
                 "graph_version": GRAPH_VERSION,
                 **self.options,
+                **({"support": self.support} if self.support != {"elements": None, "periodic": False} else {}),
             }
             self._key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
         return self._key
@@ -130,12 +148,22 @@ class FrameDataset(InMemoryDataset):
         graphs = []
         for path in self.paths:
             frames = read_frames(path, **self.options)
+            self._check_memory(path, frames)
             for k, atoms in enumerate(frames):
+                check_supported(atoms, self.support["elements"], self.support["periodic"], path, k)
                 data = atoms_to_graph(atoms, self.cutoff, index=k)
                 data.source = str(atoms.info.get("source", f"{path}: frame {k}"))
                 graphs.append(data)
             log.info("%s: %d frames -> graphs at cutoff %.3g A", path, len(frames), self.cutoff)
         return graphs
+
+    def _check_memory(self, path: Path, frames: list) -> None:
+        """Refuse a file whose graphs together would not fit in memory (each frame's list alone may)."""
+        edges = sum(estimate_edges(a.positions, a.cell.array, a.pbc, self.cutoff, len(a)) for a in frames)
+        try:
+            check_list_memory(edges, self.cutoff, sum(len(a) for a in frames), bytes_per_edge=STORED_BYTES_PER_EDGE)
+        except InputError as err:
+            raise InputError(err.reason, path=path) from None
 
     @property
     def elements(self) -> list[int]:
@@ -180,12 +208,32 @@ def bootstrap_indices(n: int, seed: int) -> torch.Tensor:
     return torch.randint(n, (n,), generator=generator).sort().values
 
 
-def load_datasets(config: Config) -> tuple[FrameDataset, FrameDataset]:
-    """Training and validation graphs of a run: separate files, or a seeded random split."""
+def load_datasets(
+    config: Config, elements: Sequence[int] | None = None, periodic: bool = False
+) -> tuple[FrameDataset, FrameDataset]:
+    """Training and validation graphs of a run: separate files, or a seeded random split.
+
+    ``elements``/``periodic`` (evaluating a trained model) refuse frames the model cannot know.
+    """
     d = config.data
-    opts = dict(root=d.cache_dir, format=d.format, length_unit=d.length_unit, energy_unit=d.energy_unit)
+    opts = {"root": d.cache_dir, "format": d.format, "length_unit": d.length_unit, "energy_unit": d.energy_unit,
+            "energy_key": d.energy_key, "forces_key": d.forces_key, "stress_key": d.stress_key,
+            "elements": elements, "periodic": periodic}
     full = FrameDataset(list(d.paths), config.model.cutoff, **opts)
     if d.val_paths:
         return full, FrameDataset(list(d.val_paths), config.model.cutoff, **opts)
     train, val = full.split((1.0 - d.val_fraction, d.val_fraction), seed=d.split_seed)
     return train, val
+
+
+def check_frames(frames: Sequence[Atoms]) -> None:
+    """What building training graphs checks beyond the reader, without keeping the graphs.
+
+    :func:`pbcgnn.graph.atoms_to_graph` at a radius of :data:`pbcgnn.graph.MIN_DISTANCE` finds
+    only overlapping pairs, so this is cheap and runs exactly the checks training runs.
+
+    Raises:
+        InputError: two atoms overlap (closer than ``MIN_DISTANCE``), or a cell is unusable.
+    """
+    for k, atoms in enumerate(frames):
+        atoms_to_graph(atoms, MIN_DISTANCE, index=k)

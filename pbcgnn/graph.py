@@ -78,7 +78,10 @@ def atoms_to_graph(
     if not np.all(np.isfinite(pos)) or not np.all(np.isfinite(cell)):
         raise InputError("expected finite positions and cell, found NaN or inf", **where)
 
-    edge_index, offsets = neighbor_list(pos, cell, pbc, cutoff)
+    try:
+        edge_index, offsets = neighbor_list(pos, cell, pbc, cutoff)
+    except InputError as err:  # e.g. a cutoff whose list would not fit in memory: say which frame
+        raise InputError(err.reason, **where) from None
     if edge_index.shape[1]:
         vec = pos[edge_index[0]] - pos[edge_index[1]] + offsets @ cell
         dist = np.linalg.norm(vec, axis=1)

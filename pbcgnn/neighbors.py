@@ -22,6 +22,10 @@ Two builders follow this convention and agree edge for edge:
 Both lists are symmetric: with every edge ``(j, i, S)`` they hold its mirror
 ``(i, j, -S)``, which has the same length. :func:`mirror_pairs` checks this and picks
 one edge per pair, so a model can evaluate functions of the distance once per pair.
+
+Before building, both estimate the edge count from the density (:func:`estimate_edges`) and
+refuse a cutoff whose list would not fit in the memory available (:func:`check_list_memory`),
+instead of growing until the operating system kills the process.
 """
 from __future__ import annotations
 
@@ -31,7 +35,94 @@ import numpy as np
 import torch
 from matscipy.neighbours import neighbour_list as _matscipy_neighbour_list
 
-__all__ = ["neighbor_list", "radius_graph_pbc", "edge_vectors", "mirror_pairs", "spatial_order"]
+from .device import available_memory
+from .errors import InputError
+
+__all__ = ["neighbor_list", "radius_graph_pbc", "edge_vectors", "mirror_pairs", "spatial_order", "estimate_edges",
+           "check_list_memory", "BYTES_PER_EDGE", "STORED_BYTES_PER_EDGE"]
+
+#: Peak bytes per edge of building a list and its graph, measured: matscipy ~60 B (int32 i, j,
+#: S and its growing buffers), torch-cluster ~250 B (candidates, int64 indices, float64 image
+#: shifts); then int64 ``edge_index`` and ``cell_offsets`` (40 B) and graph.py's float64 overlap
+#: check (~100 B). Training needs several times more per edge, so a list refused at this rate
+#: could never have been used.
+BYTES_PER_EDGE = 256
+#: Bytes per edge of a list kept in a dataset: int64 ``edge_index`` and ``cell_offsets`` (40 B),
+#: twice, as collating a dataset copies every frame's list once.
+STORED_BYTES_PER_EDGE = 80
+#: Lists smaller than this are built without asking the system for its free memory.
+_SMALL_LIST_BYTES = 1 << 26
+
+
+def estimate_edges(
+    positions: np.ndarray | torch.Tensor | None, cell: np.ndarray, pbc: np.ndarray, cutoff: float, natoms: int
+) -> float:
+    """Expected number of edges: ``N * (4/3 pi rc^3) * N / V``, every periodic image included.
+
+    Along a non-periodic direction the atoms' extent (plus 1 A) replaces the cell, and the
+    sphere (taken as a cube of the same volume) is clipped to that extent, so a molecule never
+    has more than ``N^2`` edges. Exact on average for a uniform density; a real structure is
+    within a small factor of it.
+
+    Args:
+        positions: [N, 3] Angstrom (numpy or torch on any device); only read when a direction is
+            not periodic, may be None otherwise.
+        cell: [3, 3] lattice vectors as rows, Angstrom.
+        pbc: [3] bool.
+        cutoff: radius in Angstrom.
+        natoms: N.
+    """
+    cell = np.asarray(cell, dtype=np.float64).reshape(3, 3)
+    pbc = np.asarray(pbc, dtype=bool).reshape(3)
+    periodic = cell[pbc]  # [k, 3]
+    side = (4.0 / 3.0 * math.pi) ** (1.0 / 3.0) * cutoff  # cube with the sphere's volume
+    if pbc.all():
+        measure, spans = abs(float(np.linalg.det(cell))), np.zeros(0)
+    else:
+        measure = float(np.sqrt(abs(np.linalg.det(periodic @ periodic.T)))) if len(periodic) else 1.0
+        # orthonormal directions perpendicular to the periodic vectors: [3, 3 - k]
+        free = np.linalg.qr(periodic.T, mode="complete")[0][:, len(periodic):] if len(periodic) else np.eye(3)
+        if isinstance(positions, torch.Tensor):
+            proj = positions.detach().to(torch.float64) @ torch.as_tensor(free, device=positions.device)
+            spans = (proj.amax(0) - proj.amin(0)).cpu().numpy() if natoms else np.zeros(free.shape[1])
+        else:
+            proj = np.asarray(positions, dtype=np.float64).reshape(-1, 3) @ free
+            spans = np.ptp(proj, axis=0) if natoms else np.zeros(free.shape[1])
+        spans = spans + 1.0  # a plane or line of atoms still takes up room
+    if measure <= 1e-12:
+        return float(natoms) ** 2
+    volume = measure * float(np.prod(spans))
+    clipped = side ** len(periodic) * float(np.prod(np.minimum(side, spans)))
+    return float(natoms) * float(natoms) * clipped / volume
+
+
+def check_list_memory(
+    edges: float, cutoff: float, natoms: int, device: str | torch.device = "cpu", bytes_per_edge: int = BYTES_PER_EDGE
+) -> None:
+    """Refuse a neighbour list of about ``edges`` edges that would not fit in ``device``'s free memory.
+
+    Args:
+        edges: the estimate (:func:`estimate_edges`; summed over frames for a dataset).
+        cutoff: radius in Angstrom (for the message).
+        natoms: atoms the edges belong to (for the message).
+        device: where the list is built.
+        bytes_per_edge: :data:`BYTES_PER_EDGE` to build one list, :data:`STORED_BYTES_PER_EDGE`
+            for the lists a dataset keeps.
+
+    Raises:
+        InputError: with the estimate, the memory it needs and what is free.
+    """
+    need = edges * bytes_per_edge
+    if need < _SMALL_LIST_BYTES:
+        return
+    free = available_memory(device)
+    if free is None or need <= free:
+        return
+    raise InputError(
+        f"expected a neighbour list that fits in memory ({free / 2**30:.3g} GiB free), found about {edges:.3g} "
+        f"edges ({edges / max(natoms, 1):.3g} neighbours per atom, images included) for cutoff {cutoff:g} A, "
+        f"needing ~{need / 2**30:.3g} GiB: use a smaller cutoff"
+    )
 
 
 def _finite_box(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float) -> np.ndarray:
@@ -65,9 +156,14 @@ def neighbor_list(
     Returns:
         edge_index: [2, E] int64, rows (j, i), sorted by centre i.
         cell_offsets: [E, 3] int64 image shifts S with vec = pos[j] - pos[i] + S @ cell.
+
+    Raises:
+        InputError: the list would not fit in the free memory (see :func:`check_list_memory`).
     """
     positions = np.ascontiguousarray(positions, dtype=np.float64)
     pbc = np.asarray(pbc, dtype=bool).reshape(3)
+    cell = np.asarray(cell, dtype=np.float64).reshape(3, 3)
+    check_list_memory(estimate_edges(positions, cell, pbc, cutoff, len(positions)), cutoff, len(positions))
     box = _finite_box(positions, np.asarray(cell, dtype=np.float64).reshape(3, 3), pbc, cutoff)
     i, j, shifts = _matscipy_neighbour_list(
         "ijS", positions=positions, cell=box, pbc=pbc, cutoff=float(cutoff)
@@ -155,12 +251,19 @@ def radius_graph_pbc(
     Returns:
         edge_index: [2, E] int64 (j, i) in global atom numbering, sorted by centre i.
         cell_offsets: [E, 3] int64.
+
+    Raises:
+        InputError: the list would not fit in the free memory (see :func:`check_list_memory`).
     """
     cell = cell.reshape(-1, 3, 3)
     pbc = pbc.reshape(-1, 3).to(torch.bool)
     if batch is None:
         batch = torch.zeros(pos.shape[0], dtype=torch.long, device=pos.device)
     counts = torch.bincount(batch, minlength=cell.shape[0]).tolist()
+    cells, periodic, starts = cell.detach().double().cpu().numpy(), pbc.cpu().numpy(), np.cumsum([0] + counts)
+    total = sum(estimate_edges(None if periodic[b].all() else pos[starts[b]:starts[b] + n], cells[b], periodic[b],
+                               cutoff, n) for b, n in enumerate(counts))
+    check_list_memory(total, cutoff, pos.shape[0], pos.device)
     edges, offsets, start = [], [], 0
     for b, n in enumerate(counts):
         e, s = _radius_graph_one(pos[start : start + n], cell[b], pbc[b], cutoff)

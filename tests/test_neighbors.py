@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from pbcgnn.neighbors import edge_vectors, neighbor_list, radius_graph_pbc
+from pbcgnn.errors import InputError
+from pbcgnn.neighbors import edge_vectors, estimate_edges, neighbor_list, radius_graph_pbc
 
 
 def random_cell(rng: np.random.Generator, scale: float) -> np.ndarray:
@@ -143,3 +144,40 @@ def test_torch_cluster_batches_and_molecules():
         ei, s = neighbor_list(p, c, pb, 4.5)
         expected |= as_set(ei + 9 * b, s)
     assert as_set(ei_t.numpy(), s_t.numpy()) == expected
+
+
+@pytest.mark.parametrize("pbc, cutoff", [((True, True, True), 7.0), ((True, True, True), 15.0),
+                                         ((True, True, False), 6.0), ((True, False, False), 6.0),
+                                         ((False, False, False), 5.0), ((False, False, False), 50.0)])
+def test_the_edge_estimate_is_close_to_the_real_count(pbc, cutoff):
+    """N * (4/3 pi rc^3) * N / V, clipped to the atoms' extent along non-periodic directions:
+    within a factor 2 of the real count for a uniform system (a memory guard, not a physics number)."""
+    rng = np.random.default_rng(5)
+    cell = random_cell(rng, 9.0) if all(pbc) else np.diag([9.0, 9.5, 10.0])
+    pos = rng.uniform(0.0, 1.0, (150, 3)) @ cell
+    edges, _ = neighbor_list(pos, cell, np.array(pbc), cutoff)
+    estimate = estimate_edges(pos, cell, np.array(pbc), cutoff, len(pos))
+    torch_estimate = estimate_edges(torch.as_tensor(pos), cell, np.array(pbc), cutoff, len(pos))
+    assert estimate == pytest.approx(torch_estimate)
+    assert 0.5 < estimate / edges.shape[1] < 2.0
+    assert estimate <= len(pos) ** 2 or all(pbc)
+
+
+def test_a_cutoff_beyond_the_memory_is_refused_before_building(monkeypatch):
+    """A 7.8 A box with a 1000 A cutoff (an OOM kill at 24 GB before): refused with the estimate, by both builders."""
+    import pbcgnn.neighbors as nb
+
+    monkeypatch.setattr(nb, "_matscipy_neighbour_list", lambda *a, **k: pytest.fail("list built"))
+    rng = np.random.default_rng(0)
+    cell = np.eye(3) * 7.8
+    pos = rng.uniform(0.0, 7.8, (48, 3))
+    with pytest.raises(InputError, match=r"found about 2\.03e\+10 edges .* cutoff 1000 A, needing ~4\.85e\+03 GiB"):
+        neighbor_list(pos, cell, np.ones(3, bool), 1000.0)
+    with pytest.raises(InputError, match="fits in memory"):
+        radius_graph_pbc(torch.as_tensor(pos), torch.as_tensor(cell), torch.ones(3, dtype=torch.bool), 1000.0)
+    # the limit is the free memory: with 1 TiB more free, 100 A (4.9 GiB) passes the check
+    monkeypatch.setattr(nb, "available_memory", lambda device="cpu": 2**40)
+    nb.check_list_memory(estimate_edges(pos, cell, np.ones(3, bool), 100.0, 48), 100.0, 48)
+    monkeypatch.setattr(nb, "available_memory", lambda device="cpu": 2**20)
+    with pytest.raises(InputError, match=r"\(0\.000977 GiB free\)"):
+        nb.check_list_memory(estimate_edges(pos, cell, np.ones(3, bool), 30.0, 48), 30.0, 48)

@@ -18,6 +18,7 @@ import ase.io
 from ..checkpoint import load_checkpoint
 from ..config import Config
 from ..dataset import FrameDataset, load_datasets
+from ..errors import OutputError
 from .metrics import prediction_metrics
 from .predict import Predictions, concat_predictions, predict, predictions_to_atoms
 
@@ -37,19 +38,37 @@ def evaluate(
     device: str = "cpu",
     batch_size: int = 8,
     plot: bool = True,
+    energy_key: str | None = None,
+    forces_key: str | None = None,
+    stress_key: str | None = None,
 ) -> dict[str, dict[str, float]]:
     """Evaluate a checkpoint on data files; write ``metrics.json``, ``predictions.xyz``
     and ``parity.png`` to ``out_dir``.
 
+    Frames the model cannot know are refused, as by the calculator and ``pbcgnn md``
+    (:func:`pbcgnn.io.checks.check_supported`): elements outside the checkpoint's
+    ``elements``, and, for a model trained on periodic frames (``periodic``, default True),
+    frames without a 3-D periodic cell.
+
     Returns:
         Metrics per data file (keyed by the path as given) plus ``"total"``.
+
+    Raises:
+        InputError: an unreadable file, or a frame the model cannot know (naming file and frame).
     """
-    model, _ = load_checkpoint(checkpoint, device=device)
+    model, ckpt = load_checkpoint(checkpoint, device=device)
+    read = dict(format=format, length_unit=length_unit, energy_unit=energy_unit, energy_key=energy_key,
+                forces_key=forces_key, stress_key=stress_key, **_support(ckpt))
     named = {}
     for path in paths:
-        dataset = FrameDataset(path, model.cutoff, format=format, length_unit=length_unit, energy_unit=energy_unit)
+        dataset = FrameDataset(path, model.cutoff, **read)
         named[os.fspath(path)] = predict(model, dataset, device=device, batch_size=batch_size)
     return _report(named, out_dir, plot)
+
+
+def _support(ckpt: dict) -> dict:
+    """What the model knows: training elements, and whether it was trained on periodic frames."""
+    return {"elements": ckpt.get("elements"), "periodic": bool(ckpt.get("periodic", True))}
 
 
 def evaluate_validation(
@@ -58,7 +77,7 @@ def evaluate_validation(
 ) -> dict[str, dict[str, float]]:
     """Evaluate a checkpoint on the validation frames of its own training run (same files, split and seed)."""
     model, ckpt = load_checkpoint(checkpoint, device=device)
-    _, val = load_datasets(Config.from_dict(ckpt["config"]))
+    _, val = load_datasets(Config.from_dict(ckpt["config"]), **_support(ckpt))
     return _report({"validation": predict(model, val, device=device, batch_size=batch_size)}, out_dir, plot)
 
 
@@ -69,13 +88,20 @@ def _report(named: dict[str, Predictions], out_dir: str | os.PathLike, plot: boo
     named = {**named, "total": concat_predictions(list(named.values()))}
     results = {name: prediction_metrics(p) for name, p in named.items()}
     total = named["total"]
-    with open(out / "metrics.json", "w") as f:
-        json.dump(results, f, indent=2)
-    ase.io.write(out / "predictions.xyz", predictions_to_atoms(total), format="extxyz")
-    if plot:
-        from .plots import calibration_plot, parity_plot  # matplotlib only when plotting
+    target = out / "metrics.json"
+    try:  # a full disk mid-write: one line naming the file being written
+        with open(target, "w") as f:
+            json.dump(results, f, indent=2)
+        target = out / "predictions.xyz"
+        ase.io.write(target, predictions_to_atoms(total), format="extxyz")
+        if plot:
+            from .plots import calibration_plot, parity_plot  # matplotlib only when plotting
 
-        parity_plot(total, out / "parity.png")
-        if total.energy_std is not None:
-            calibration_plot(total, out / "calibration.png")
+            target = out / "parity.png"
+            parity_plot(total, target)
+            if total.energy_std is not None:
+                target = out / "calibration.png"
+                calibration_plot(total, target)
+    except OSError as err:
+        raise OutputError.from_os(err, target) from None
     return results

@@ -18,11 +18,15 @@ from pathlib import Path
 
 from ase import Atoms
 
+from ..errors import InputError
 from .ase_formats import read_ase, write_ase
 from .checks import check_path, validate_frames
+from .compression import iter_lines, strip_compression
+from .labels import LabelKeys
 from .n2p2 import read_n2p2, write_n2p2
+from .tokens import BOM
 
-__all__ = ["check_path", "detect_format", "read_frames", "validate_frames", "write_frames"]
+__all__ = ["LabelKeys", "check_path", "detect_format", "read_frames", "validate_frames", "write_frames"]
 
 #: Format names that mean the n2p2/RuNNer reader. ASE 3.29's own ``runnerdata`` reader converts
 #: with ASE's CODATA 2014 constants, so pbcgnn routes that name to its own reader too.
@@ -33,18 +37,18 @@ def detect_format(path: str | os.PathLike) -> str:
     """Guess the format of ``path``: ``"n2p2"`` or ``"ase"`` (left to ``ase.io`` to refine).
 
     ``"n2p2"`` when the file is called ``input.data``, its name ends in ``.data``, or its first
-    non-blank line is ``begin`` (leading whitespace allowed); ``"ase"`` otherwise.
+    non-blank line is ``begin`` (leading whitespace and a byte-order mark allowed); ``"ase"``
+    otherwise. A compression suffix (``.gz``, ``.bz2``, ``.xz``) is looked through.
     """
-    p = Path(path)
-    if p.name == "input.data" or p.name.endswith(".data"):
+    name = strip_compression(path)
+    if name == "input.data" or name.endswith(".data"):
         return "n2p2"
     try:
-        with open(p, "rb") as f:
-            for _, raw in zip(range(1000), f):
-                if raw.strip():
-                    return "n2p2" if raw.split()[0] == b"begin" else "ase"
-    except OSError:
-        pass
+        for _, raw in zip(range(1000), iter_lines(path)):
+            if raw.strip():
+                return "n2p2" if raw.removeprefix(BOM.encode()).split()[0] == b"begin" else "ase"
+    except InputError:
+        pass  # unreadable: the reader says so
     return "ase"
 
 
@@ -54,8 +58,13 @@ def read_frames(
     length_unit: str | None = None,
     energy_unit: str | None = None,
     require_energy: bool = True,
+    energy_key: str | None = None,
+    forces_key: str | None = None,
+    stress_key: str | None = None,
 ) -> list[Atoms]:
     """Read every frame of ``path`` and convert it to eV and Angstrom.
+
+    Compressed files (``.gz``, ``.bz2``, ``.xz``) are read by the same pbcgnn readers.
 
     Args:
         path: the file to read.
@@ -67,6 +76,8 @@ def read_frames(
             otherwise.
         require_energy: raise when a frame has no energy (otherwise the frame's calculator holds
             no energy).
+        energy_key, forces_key, stress_key: the columns holding the labels in ASE formats
+            (e.g. ``REF_forces``); default: see :mod:`pbcgnn.io.labels`. n2p2 has fixed columns.
 
     Returns:
         One ``ase.Atoms`` per frame, in file order, as described in the module docstring.
@@ -78,17 +89,15 @@ def read_frames(
     fmt = "auto" if format is None else format.lower()
     if fmt == "auto":
         fmt = detect_format(path)
+    keys = LabelKeys(energy_key, forces_key, stress_key)
     if fmt in N2P2_NAMES:
-
+        if keys.given():
+            named = ", ".join(f"--{what}-key {key}" for what, key in keys.given().items())
+            raise InputError(f"expected no label keys for n2p2 data (its columns are fixed), found {named}",
+                             path=path)
         return read_n2p2(path, length_unit or "bohr", energy_unit or "hartree", require_energy)
-
-    return read_ase(
-        path,
-        None if fmt == "ase" else format,
-        length_unit or "angstrom",
-        energy_unit or "ev",
-        require_energy,
-    )
+    return read_ase(path, None if fmt == "ase" else format, length_unit or "angstrom", energy_unit or "ev",
+                    require_energy, keys)
 
 
 def write_frames(

@@ -4,88 +4,45 @@ Source units are eV and Angstrom by default (the shared ``.xyz`` files); other u
 converted with :mod:`pbcgnn.units`: lengths by ``length_unit``, energies by ``energy_unit``,
 forces by ``energy_unit / length_unit``, stress by ``energy_unit / length_unit**3``.
 
-Labels: the energy comes from the calculator ASE attaches (extxyz ``energy=``), else from the
-``atoms.info`` keys ``energy``, ``Energy``, ``TotEnergy`` or ``free_energy``; forces from the
-calculator (extxyz ``forces:R:3``), else from ``atoms.arrays`` ``forces`` or ``force``. A key
-used as a label is removed from ``info``/``arrays`` so no unconverted copy stays behind.
+Labels: which columns hold the energy, forces and stress is decided by :mod:`pbcgnn.io.labels`
+(the usual names, or the ones a user names, e.g. ``REF_forces``); look-alike columns left unread
+are named in one WARNING per file. A key used as a label is removed from ``info``/``arrays`` so
+no unconverted copy stays behind. A ``weight`` in ``info`` must be a finite number >= 0.
+
+(Ext)XYZ text, compressed or not, is checked by :mod:`pbcgnn.io.xyz_text` before ASE parses it.
 """
 from __future__ import annotations
 
+import io
+import logging
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import ase.io
 import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io.formats import UnknownFileTypeError, filetype, ioformats
+from ase.stress import full_3x3_to_voigt_6_stress
 
 from ..errors import InputError
 from ..units import energy_factor, length_factor
 from .checks import KNOWN_SYMBOLS, check_path, validate_frames
+from .compression import read_bytes
+from .labels import LabelKeys, Labels, take_labels, unread_message
+from .tokens import decode
+from .xyz_text import check_xyz_text
 
 __all__ = ["read_ase", "write_ase", "write_extxyz"]
 
-ENERGY_KEYS = ("energy", "Energy", "TotEnergy", "free_energy")
-FORCE_KEYS = ("forces", "force")
+log = logging.getLogger(__name__)
+
 #: Exceptions ase.io raises on malformed input; they become InputError.
 _ASE_ERRORS = (ValueError, IndexError, KeyError, AssertionError, OSError, StopIteration,
                UnknownFileTypeError, UnicodeDecodeError)
 #: Bookkeeping keys set by pbcgnn readers; not written out (they describe the old file).
 _SOURCE_KEYS = ("source", "source_path", "source_frame", "source_line", "has_forces")
-
-
-def _scan_xyz(path: str) -> None:
-    """Check the frame layout of an (ext)XYZ file: count line, comment line, that many atom lines.
-
-    ASE stops silently at a blank line and reports miscounted frames without a location; this
-    names the line and frame instead.
-    """
-    with open(path, encoding="utf-8", errors="replace") as f:
-        lines = f.read().split("\n")
-    if lines and not lines[-1]:
-        lines.pop()  # the newline ending the last line
-    i, k, n = 0, 0, len(lines)
-    while i < n:
-        head = lines[i].split()
-        if not head:
-            if any(line.strip() for line in lines[i:]):
-                raise InputError(f"expected the atom count of frame {k}, found a blank line "
-                                 "followed by more data", path=path, line=i + 1, frame=k)
-            return
-        if len(head) != 1 or not head[0].isdigit():
-            hint = f" (does the atom count of frame {k - 1} match its atom lines?)" if k else ""
-            raise InputError(f"expected the atom count of frame {k}, found {lines[i].strip()!r}"
-                             + hint, path=path, line=i + 1, frame=k)
-        natoms = int(head[0])
-        for j in range(i + 2, i + 2 + natoms):
-            found = _not_an_atom_line(lines, j)
-            if found is not None:
-                raise InputError(
-                    f"expected {natoms} atom lines after the count at line {i + 1}, "
-                    f"found {max(j - i - 2, 0)} followed by {found}",
-                    path=path, line=min(j + 1, n), frame=k)
-        i, k = i + 2 + natoms, k + 1
-        while i < n and lines[i].lstrip().startswith("VEC"):  # extxyz VEC1..3 cell lines
-            i += 1
-
-
-def _not_an_atom_line(lines: list[str], j: int) -> str | None:
-    """What stands at line index ``j`` where an atom line is expected, or None if plausible."""
-    if j >= len(lines):
-        return "end of file"
-    fields = lines[j].split()
-    if not fields:
-        return "a blank line"
-    if len(fields) == 1:  # e.g. the next frame's atom count: no atom line has one column
-        return repr(lines[j].strip())
-    return None
-
-
-def _is_blank(path: str) -> bool:
-    """True if the file holds only whitespace (ASE calls it an unknown format)."""
-    with open(path, "rb") as f:
-        return not any(line.strip() for line in f)
 
 
 def _describe(err: Exception) -> str:
@@ -95,42 +52,85 @@ def _describe(err: Exception) -> str:
     return f"ASE could not read this frame: {type(err).__name__}: {err}"
 
 
-def _label(results: dict, keys: Sequence[str], store: dict, what: str):
-    if what in results:
-        return results[what]
-    for key in keys:
-        if key in store:
-            return store.pop(key)
-    return None
+def _number(value: Any, what: str, path: str, k: int, positive: bool = False) -> float:
+    """A finite (with ``positive``: >= 0) float from a comment-line value, else InputError naming the frame."""
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    if ok and np.isfinite(value) and (not positive or value >= 0):  # weight 0: the frame counts for nothing
+        return float(value)
+    need = "a finite non-negative" if positive else "a finite"
+    shown = float(value) if ok else repr(value)
+    raise InputError(f"expected {need} {what}, found {shown}", path=path, frame=k)
 
 
-def _convert(atoms: Atoms, k: int, path: str, lf: float, ef: float) -> Atoms:
-    results = dict(atoms.calc.results) if atoms.calc is not None else {}
-    energy = _label(results, ENERGY_KEYS, atoms.info, "energy")
-    if energy is None and "free_energy" in results:
-        energy = results["free_energy"]
-    forces = _label(results, FORCE_KEYS, atoms.arrays, "forces")
+def _array(value: Any, what: str, shapes: tuple[tuple[int, ...], ...], path: str, k: int) -> np.ndarray:
+    """``value`` as a float array of one of ``shapes``, else InputError naming the frame."""
+    try:
+        arr = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise InputError(f"expected numbers for the {what}, found {value!r}", path=path, frame=k) from None
+    if arr.shape not in shapes:
+        raise InputError(f"expected the {what} with shape {' or '.join(map(str, shapes))}, found {arr.shape}",
+                         path=path, frame=k)
+    return arr
+
+
+def _convert(atoms: Atoms, k: int, path: str, lf: float, ef: float, keys: LabelKeys) -> tuple[Atoms, Labels]:
+    labels = take_labels(atoms, keys)
+    if "weight" in atoms.info:  # a per-frame loss weight: nan or -1 would poison training later
+        atoms.info["weight"] = _number(atoms.info["weight"], "weight", path, k, positive=True)
     out = Atoms(atoms.numbers, positions=atoms.positions * lf, cell=atoms.cell.array * lf,
                 pbc=atoms.pbc)
     for key, value in atoms.arrays.items():
         if key not in ("numbers", "positions"):
             out.arrays[key] = value
     out.info.update(atoms.info)
-    new = {}
-    if energy is not None:
-        try:
-            new["energy"] = float(energy) * ef
-        except (TypeError, ValueError):
-            raise InputError(f"expected a number for the energy, found {energy!r}",
-                             path=path, frame=k) from None
-    if forces is not None:
-        new["forces"] = np.asarray(forces, dtype=float).reshape(len(out), 3) * (ef / lf)
-    if "stress" in results:
-        new["stress"] = np.asarray(results["stress"], dtype=float) * (ef / lf**3)
+    new, got = {}, labels.values
+    if "energy" in got:
+        new["energy"] = _number(got["energy"], "energy", path, k) * ef
+    if "forces" in got:
+        new["forces"] = _array(got["forces"], "forces", ((len(out), 3),), path, k) * (ef / lf)
+    if "stress" in got:
+        stress = _array(got["stress"], "stress", ((6,), (3, 3), (9,)), path, k) * (ef / lf**3)
+        new["stress"] = full_3x3_to_voigt_6_stress(stress.reshape(3, 3)) if stress.size == 9 else stress
     out.calc = SinglePointCalculator(out, **new)
-    out.info.update(has_forces=forces is not None, source=f"{path}: frame {k}",
+    out.info.update(has_forces="forces" in new, source=f"{path}: frame {k}",
                     source_path=path, source_frame=k)
-    return out
+    return out, labels
+
+
+def _xyz_stream(name: str) -> io.StringIO:
+    """The (decompressed) text of an (ext)XYZ file, checked line by line (:mod:`.xyz_text`)."""
+    text = decode(read_bytes(name), name)
+    lines = text.split("\n")
+    if lines and not lines[-1]:
+        lines.pop()  # the newline ending the last line
+    check_xyz_text(lines, name)
+    return io.StringIO(text)
+
+
+def _read_labelled(name: str, fmt: str, lf: float, ef: float, keys: LabelKeys) -> list[Atoms]:
+    """Frames with labels taken and converted; warns once about look-alike columns left unread."""
+    source = _xyz_stream(name) if fmt in ("xyz", "extxyz") else name
+    frames: list[Atoms] = []
+    unread: set[str] = set()
+    sources: dict[str, set[str]] = {}
+    try:
+        for atoms in ase.io.iread(source, index=":", format=fmt, do_not_split_by_at_sign=True):
+            frame, labels = _convert(atoms, len(frames), name, lf, ef, keys)
+            frames.append(frame)
+            unread |= labels.unread
+            for what, column in labels.sources.items():
+                sources.setdefault(what, set()).add(column)
+    except InputError:
+        raise
+    except _ASE_ERRORS as err:
+        raise InputError(_describe(err), path=name, frame=len(frames)) from None
+    for what, key in keys.given().items():
+        if frames and what not in sources:
+            raise InputError(f"expected a column {key!r} (--{what}-key) in some frame, found none", path=name)
+    if unread:
+        log.warning(unread_message(name, unread, sources))
+    return frames
 
 
 def read_ase(
@@ -139,8 +139,13 @@ def read_ase(
     length_unit: str = "angstrom",
     energy_unit: str = "ev",
     require_energy: bool = True,
+    keys: LabelKeys | None = None,
 ) -> list[Atoms]:
     """Read every frame of a file ``ase.io`` understands (extended XYZ by default).
+
+    (Ext)XYZ text, compressed or not (``.gz``, ``.bz2``, ``.xz``), is decompressed and checked
+    by pbcgnn (:mod:`pbcgnn.io.xyz_text`: same numbers, symbols and BOM rule as the n2p2
+    reader) before ASE parses it. ASE's own RuNNer reader is refused: it converts units itself.
 
     Args:
         path: the file.
@@ -149,44 +154,40 @@ def read_ase(
         energy_unit: unit of energies in the file (default eV); forces in
             ``energy_unit / length_unit``.
         require_energy: raise when a frame has no energy.
+        keys: the label columns (:class:`pbcgnn.io.labels.LabelKeys`; None: the usual names).
 
     Returns:
         Frames in Angstrom, eV and eV/Angstrom with ``pbc`` as the file says, a
         ``SinglePointCalculator`` (energy, and forces/stress when present), and ``atoms.info``
-        ``has_forces``, ``source`` (``"path: frame K"``), ``source_path``, ``source_frame``.
+        ``has_forces``, ``source`` (``"path: frame K"``), ``source_path``, ``source_frame``;
+        a ``weight`` in ``info`` is a finite float >= 0.
 
     Raises:
         InputError: naming the path and, where known, the line and frame.
     """
     check_path(path)
     name = os.fspath(path)
+    keys = keys or LabelKeys()
     lf, ef = length_factor(length_unit), energy_factor(energy_unit)
     if format is not None and format not in ioformats:
         raise InputError(f"expected an ase.io format name, found {format!r}", path=name)
-    if _is_blank(name):
+    if not read_bytes(name).strip():
         raise InputError("no frames found", path=name)
     try:
         fmt = format or filetype(name, read=True)
     except _ASE_ERRORS as err:
         raise InputError(f"expected a file format ASE recognises, found none ({err})",
                          path=name) from None
-    if fmt in ("xyz", "extxyz"):
-        _scan_xyz(name)
-    frames: list[Atoms] = []
-    try:
-        for atoms in ase.io.iread(name, index=":", format=fmt, do_not_split_by_at_sign=True):
-            frames.append(_convert(atoms, len(frames), name, lf, ef))
-    except InputError:
-        raise
-    except _ASE_ERRORS as err:
-        raise InputError(_describe(err), path=name, frame=len(frames)) from None
+    if fmt == "runnerdata":  # CODATA 2014 and its own unit conversion: never through ASE
+        raise InputError("expected --format n2p2 for RuNNer/n2p2 data, found ASE's runnerdata", path=name)
+    frames = _read_labelled(name, fmt, lf, ef, keys)
     if not frames:
         raise InputError("no frames found", path=name)
     if require_energy:
+        wanted = ", ".join(keys.candidates("energy"))
         for k, atoms in enumerate(frames):
             if "energy" not in atoms.calc.results:
-                raise InputError(f"expected an energy (one of {', '.join(ENERGY_KEYS)}), "
-                                 "found none", path=name, frame=k)
+                raise InputError(f"expected an energy (one of {wanted}), found none", path=name, frame=k)
     validate_frames(frames, name)
     return frames
 

@@ -12,7 +12,8 @@ from ase.data import chemical_symbols
 
 from ..errors import InputError
 
-__all__ = ["KNOWN_SYMBOLS", "MIN_CELL_VOLUME", "check_path", "cell_problem", "nonfinite_problem", "validate_frames"]
+__all__ = ["KNOWN_SYMBOLS", "MIN_CELL_VOLUME", "check_path", "cell_problem", "check_supported", "nonfinite_problem",
+           "validate_frames"]
 
 #: Element symbols a frame may contain (ASE's table without the dummy ``"X"``).
 KNOWN_SYMBOLS: frozenset[str] = frozenset(chemical_symbols[1:])
@@ -64,11 +65,46 @@ def nonfinite_problem(what: str, values: np.ndarray) -> str | None:
     if arr.ndim == 0:
         return f"expected a finite {what}, found {float(arr)}"
     index = np.argwhere(bad)[0]
-    where = f" at atom {index[0]}" if arr.ndim == 2 else f" at index {index[0]}"
+    if what == "cell":  # rows are lattice vectors, not atoms
+        where = f" in lattice vector {index[0]}"
+    else:
+        where = f" at atom {index[0]}" if arr.ndim == 2 else f" at index {index[0]}"
     return f"expected finite {what}, found {float(arr[tuple(index)])}{where}"
 
 
-def _location(atoms: Atoms, path: str | os.PathLike, k: int) -> dict:
+def check_supported(atoms: Atoms, elements: Sequence[int] | None, periodic: bool,
+                    path: str | os.PathLike | None = None, index: int | None = None) -> None:
+    """Refuse a frame a model cannot know: the one check of evaluation, the calculator and MD.
+
+    A model answers anything, so without this check a water model scores a Cu2S frame and
+    exits 0. The error names the frame's ``source_path`` and ``source_line``/``source_frame``
+    when the reader set them, else ``path`` and ``index``.
+
+    Args:
+        atoms: the frame.
+        elements: atomic numbers the model was trained on (``None``: no check).
+        periodic: the model was trained on periodic frames: require a cell periodic in x, y
+            and z with a volume.
+        path, index: where the frame came from, when ``atoms.info`` does not say.
+
+    Raises:
+        InputError: naming the unknown element symbol(s), or the missing periodicity.
+    """
+    if elements is not None:
+        known = {int(z) for z in elements}
+        unknown = sorted({int(z) for z in atoms.numbers} - known)
+        if unknown:
+            have = ", ".join(chemical_symbols[z] for z in sorted(known))
+            raise InputError(f"element(s) {', '.join(chemical_symbols[z] for z in unknown)} not in the "
+                             f"model's training set; expected only {have}", **_location(atoms, path, index))
+    if periodic and not (np.all(atoms.pbc) and abs(atoms.cell.volume) > MIN_CELL_VOLUME):
+        raise InputError(
+            "the model was trained on periodic frames, expected a cell periodic in x, y and z, "
+            f"found pbc={atoms.pbc.tolist()} and volume {abs(atoms.cell.volume):.3g} A^3",
+            **_location(atoms, path, index))
+
+
+def _location(atoms: Atoms, path: str | os.PathLike | None, k: int | None) -> dict:
     info = atoms.info
     src = info.get("source_path", path)
     if "source_line" in info:

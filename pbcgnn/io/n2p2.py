@@ -13,13 +13,14 @@ Format, one block per frame (any keyword may be indented, blank lines are ignore
 Source units: positions and lattice in ``length_unit`` (default Bohr), energies (``E`` and the
 per-atom ``n`` column) in ``energy_unit`` (default Hartree), forces in ``energy_unit /
 length_unit``; per-atom and total charges in e. Values are converted to Angstrom, eV and eV/Angstrom
-with :mod:`pbcgnn.units` (CODATA 2018). Frames are fully periodic (``pbc`` all True) when the
+with :mod:`pbcgnn.units` (CODATA 2018). Numbers, symbols and text follow :mod:`pbcgnn.io.tokens`
+(a UTF-8 byte-order mark is accepted at the start of the file); ``.gz``, ``.bz2`` and ``.xz``
+files are decompressed on the fly (:mod:`pbcgnn.io.compression`). Frames are fully periodic (``pbc`` all True) when the
 lattice is given. A frame whose atom lines all have 7 columns has no forces
 (``atoms.info["has_forces"] = False``); mixing 7 and 10 columns in one frame is an error.
 """
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,9 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from ..errors import InputError
 from ..units import energy_factor, length_factor
-from .checks import KNOWN_SYMBOLS, cell_problem, check_path, validate_frames
+from .checks import cell_problem, check_path, validate_frames
+from .compression import iter_lines
+from .tokens import decode, is_symbol, parse_number
 
 __all__ = ["read_n2p2", "write_n2p2"]
 
@@ -76,13 +79,10 @@ class _Parser:
         return InputError(message, path=self.path, line=self.line if line is None else line)
 
     def number(self, token: str, what: str) -> float:
-        try:
-            value = float(token)
-        except ValueError:
-            value = None
-        if value is None or "_" in token or not token.isascii():
+        value = parse_number(token)
+        if value is None:
             raise self.error(f"expected a number for {what}, found {token!r}")
-        if not math.isfinite(value):
+        if not np.isfinite(value):
             raise self.error(f"expected a finite number for {what}, found {token!r}")
         return value
 
@@ -157,7 +157,7 @@ class _Parser:
             self.number(t, f"{name} (column {i + 2})")
             for i, (t, name) in enumerate(zip(fields[1:], _ATOM_COLUMNS)) if i != 3
         ])
-        if fields[4] not in KNOWN_SYMBOLS:
+        if not is_symbol(fields[4]):
             raise self.error(f"expected a chemical element symbol in column 5, found {fields[4]!r}")
         b.symbols.append(fields[4])
 
@@ -254,16 +254,9 @@ def read_n2p2(
     name = os.fspath(path)
     factors = _factors(length_unit, energy_unit)
     parser = _Parser(name, factors[0], require_energy)
-    with open(p, "rb") as f:
-        for lineno, data in enumerate(f, 1):
-            try:
-                raw = data.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise InputError(
-                    f"expected UTF-8 text, found undecodable bytes ({err.reason})",
-                    path=name, line=lineno,
-                ) from None
-            parser.feed(lineno, raw.split(), raw)
+    for lineno, data in enumerate(iter_lines(p), 1):
+        raw = decode(data, name, first_line=lineno)
+        parser.feed(lineno, raw.split(), raw)
     frames = [_to_atoms(b, k, name, factors) for k, b in enumerate(parser.finish())]
     validate_frames(frames, name)
     return frames

@@ -31,11 +31,11 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from ..errors import InputError
+from ..errors import InputError, OutputError
 from ..units import AMU_PER_A3, KB
 
 __all__ = ["THERMO_COLUMNS", "MDRecorder", "read_thermo", "temperature", "degrees_of_freedom", "ns_per_day",
-           "spread_results", "md_steps"]
+           "spread_results", "md_steps", "writing"]
 
 #: Calculator results copied into the trajectory when present (committee spread).
 SPREAD_KEYS = ("energy_std", "forces_std")
@@ -58,6 +58,16 @@ def spread_results(calc) -> dict:
     """The committee spread in ``calc.results`` (``energy_std``, ``forces_std``), if any."""
     results = getattr(calc, "results", {}) or {}
     return {k: results[k] for k in SPREAD_KEYS if k in results}
+
+
+@contextmanager
+def writing(path: str | os.PathLike) -> Iterator[None]:
+    """Turn an ``OSError`` while writing ``path`` (full disk, read-only folder) into an
+    :class:`OutputError` naming it; a write to an open file reports no file name of its own."""
+    try:
+        yield
+    except OSError as err:
+        raise OutputError.from_os(err, path) from None
 
 
 @contextmanager
@@ -94,12 +104,19 @@ class MDRecorder:
         from tqdm.auto import tqdm
 
         self.out = Path(out_dir)
-        self.out.mkdir(parents=True, exist_ok=True)
         self.timestep_fs = float(timestep_fs)
-        self._traj = open(self.out / "trajectory.xyz", "w")
-        self._csv_file = open(self.out / "thermo.csv", "w", newline="")
-        self._csv = csv.writer(self._csv_file)
-        self._csv.writerow(THERMO_COLUMNS)
+        with writing(self.out):
+            self.out.mkdir(parents=True, exist_ok=True)
+        with writing(self.out / "trajectory.xyz"):
+            self._traj = open(self.out / "trajectory.xyz", "w")
+        try:
+            with writing(self.out / "thermo.csv"):
+                self._csv_file = open(self.out / "thermo.csv", "w", newline="")
+                self._csv = csv.writer(self._csv_file)
+                self._csv.writerow(THERMO_COLUMNS)
+        except OutputError:
+            self._traj.close()
+            raise
         self._bar = tqdm(total=steps, unit="step", disable=not progress, dynamic_ncols=True)
         self._start: float | None = None
         self._last_step = 0
@@ -138,8 +155,9 @@ class MDRecorder:
             "volume_A3": volume,
             "density_g_cm3": float(atoms.get_masses().sum()) / volume * AMU_PER_A3,
         }
-        self._csv.writerow([row["step"]] + [repr(row[k]) for k in THERMO_COLUMNS[1:]])
-        self._csv_file.flush()
+        with writing(self.out / "thermo.csv"):
+            self._csv.writerow([row["step"]] + [repr(row[k]) for k in THERMO_COLUMNS[1:]])
+            self._csv_file.flush()
         frame = atoms.copy()
         frame.calc = SinglePointCalculator(frame, energy=float(energy), forces=np.asarray(forces, dtype=np.float64))
         frame.info.update(step=int(step), time_ps=row["time_ps"])
@@ -150,8 +168,9 @@ class MDRecorder:
                 frame.info[key] = value
         for key in ("source", "source_path", "source_frame", "source_line"):
             frame.info.pop(key, None)
-        ase.io.write(self._traj, frame, format="extxyz")
-        self._traj.flush()
+        with writing(self.out / "trajectory.xyz"):
+            ase.io.write(self._traj, frame, format="extxyz")
+            self._traj.flush()
         self.steps_done = step - self._first_step
         self.wall_s = now - self._start
         self._bar.update(step - self._last_step)
@@ -166,8 +185,12 @@ class MDRecorder:
 
     def close(self) -> None:
         self._bar.close()
-        self._traj.close()
-        self._csv_file.close()
+        try:
+            with writing(self.out / "trajectory.xyz"):
+                self._traj.close()
+        finally:
+            with writing(self.out / "thermo.csv"):
+                self._csv_file.close()
 
     def __enter__(self) -> MDRecorder:
         return self

@@ -14,10 +14,10 @@ from ase.md.velocitydistribution import Stationary
 
 from .. import __version__
 from ..calculator import PbcgnnCalculator
-from ..errors import InputError
+from ..errors import InputError, ensure_writable_dir
 from .ase_md import run_ase
 from .config import MDConfig
-from .output import MDRecorder
+from .output import MDRecorder, writing
 
 __all__ = ["MDResult", "initial_state", "run_md"]
 
@@ -33,7 +33,8 @@ class MDResult:
         final: the last state (positions, cell, velocities).
         steps: MD steps integrated.
         wall_s: wall time from the first force evaluation to the end, s.
-        steps_per_s, ns_per_day: speed over ``wall_s``.
+        steps_per_s, ns_per_day: speed over ``wall_s``; None for a run of 0 steps (only the
+            starting state is evaluated and written, so there is no speed to report).
         rebuilds, evaluations: neighbour-list builds and model evaluations (pbcgnn calculator only).
     """
 
@@ -41,8 +42,8 @@ class MDResult:
     final: Atoms
     steps: int
     wall_s: float
-    steps_per_s: float
-    ns_per_day: float
+    steps_per_s: float | None
+    ns_per_day: float | None
     rebuilds: int | None = None
     evaluations: int | None = None
 
@@ -100,13 +101,13 @@ def run_md(
         An :class:`MDResult`.
     """
     config.validate()
+    out = ensure_writable_dir(out_dir)  # before the model is built: a read-only OUT fails at once
     if isinstance(potential, Calculator):
         calc = potential
     else:
         calc = PbcgnnCalculator.from_checkpoint(potential, device=device, dtype=dtype, skin=config.skin,
                                                 tabulate=config.tabulate)
     start = initial_state(atoms, config)
-    out = Path(out_dir)
     with MDRecorder(out, config.steps, config.timestep_fs, progress=progress) as recorder:
         if config.engine == "ase":
             final = run_ase(start, calc, config, recorder)
@@ -115,8 +116,10 @@ def run_md(
 
             final = run_openmm(start, calc, config, recorder)
     wall = recorder.wall_s
-    result = MDResult(out, final, config.steps, wall, config.steps / wall if wall > 0 else float("nan"),
-                      recorder.ns_per_day, getattr(calc, "rebuilds", None), getattr(calc, "evaluations", None))
+    timed = config.steps > 0 and wall > 0
+    result = MDResult(out, final, config.steps, wall, config.steps / wall if timed else None,
+                      recorder.ns_per_day if timed else None, getattr(calc, "rebuilds", None),
+                      getattr(calc, "evaluations", None))
     summary = {
         "pbcgnn_version": __version__,
         "config": config.to_dict(),
@@ -130,7 +133,9 @@ def run_md(
         "neighbor_list_builds": result.rebuilds,
         "model_evaluations": result.evaluations,
     }
-    (out / "run.json").write_text(json.dumps(summary, indent=2))
-    log.info("%d steps in %.1f s: %.3g steps/s, %.3g ns/day; %s neighbour-list builds", result.steps, wall,
-             result.steps_per_s, result.ns_per_day, result.rebuilds)
+    with writing(out / "run.json"):
+        (out / "run.json").write_text(json.dumps(summary, indent=2))
+    if timed:
+        log.info("%d steps in %.1f s: %.3g steps/s, %.3g ns/day; %s neighbour-list builds", result.steps, wall,
+                 result.steps_per_s, result.ns_per_day, result.rebuilds)
     return result

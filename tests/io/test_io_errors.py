@@ -42,10 +42,10 @@ BROKEN = {
     "nan_position.xyz": (": frame 1:", "expected finite positions, found nan at atom 1"),
     "inf_force.xyz": (": frame 1:", "expected finite forces, found inf at atom 2"),
     "nan_energy.xyz": (": frame 1:", "expected a finite energy, found nan"),
-    "unknown_element.xyz": (": frame 1:", "expected a chemical element symbol, found 'Xx'"),
-    "dummy_element.xyz": (": frame 1:", "found atomic number 0 at atom 1"),
+    "unknown_element.xyz": (":9: frame 1:", "expected a chemical element symbol in column 1, found 'Xx'"),
+    "dummy_element.xyz": (":9: frame 1:", "expected a chemical element symbol in column 1, found 'X'"),
     "bad_number.xyz": (": frame 1:", "1.0.0"),
-    "wrong_columns.xyz": (": frame 1:", "ASE could not read this frame"),
+    "wrong_columns.xyz": (":8: frame 1:", "expected 7 columns (species, pos (3), forces (3)), found 6"),
     "count_too_small.xyz": (":5: frame 1:", "does the atom count of frame 0 match"),
     "count_too_large.xyz": (":6: frame 0:", "expected 4 atom lines after the count at line 1"),
     "count_too_large_last_frame.xyz": (":10: frame 1:", "found 3 followed by end of file"),
@@ -54,9 +54,20 @@ BROKEN = {
     "singular_cell.xyz": (": frame 0:", "singular cell"),
     "no_atoms.xyz": (": frame 0:", "expected at least one atom, found none"),
     "empty.xyz": (": ", "no frames found"),
+    "underscore_number.xyz": (":8: frame 1:", "expected a number for pos (column 2), found '1_000.0'"),
+    "nonascii_digit.xyz": (":9: frame 1:", "expected a number for pos (column 2), found '\u0661.95'"),
+    "uppercase_symbol.xyz": (":9: frame 1:", "expected a chemical element symbol in column 1, found 'HO'"),
+    "extra_column.xyz": (":10: frame 1:", "expected 7 columns (species, pos (3), forces (3)), found 8"),
+    "underscore_energy.xyz": (":6: frame 1:", "expected a number for energy, found '-2_078.5'"),
+    "bad_weight.xyz": (": frame 1:", "expected a finite non-negative weight, found 'heavy'"),
+    "nan_weight.xyz": (": frame 1:", "expected a finite non-negative weight, found nan"),
+    "negative_weight.xyz": (": frame 1:", "expected a finite non-negative weight, found -1.0"),
+    "nan_lattice.xyz": (": frame 0:", "expected finite cell, found nan in lattice vector 0"),
+    "not_gzip.data.gz": (": ", "expected a .gz compressed file, found unreadable data"),
 }
 VALID = {"valid.data", "energy_only.data", "valid.xyz", "no_forces.xyz", "info_labels.xyz",
-         "nonperiodic.xyz"}
+         "nonperiodic.xyz", "bom.data", "bom.xyz", "valid.data.gz", "valid.xyz.gz", "ref_labels.xyz",
+         "overlapping_atoms.xyz"}
 
 
 @pytest.mark.parametrize("name", sorted(BROKEN))

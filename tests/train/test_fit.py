@@ -116,7 +116,8 @@ def test_nonfinite_loss_stops_and_keeps_good_checkpoint(bundled_n2p2, tmp_path, 
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     target = tmp_path / "best.pt"
-    save_checkpoint(target, {"model": {"w": torch.ones(3)}})
+    config = Config().to_dict()  # read_checkpoint checks the config too
+    save_checkpoint(target, {"config": config, "model": {"w": torch.ones(3)}})
 
     def dies(obj, f, *args, **kwargs):
         f.write(b"partial")
@@ -124,7 +125,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ckpt_mod.torch, "save", dies)
     with pytest.raises(KeyboardInterrupt):
-        save_checkpoint(target, {"model": {"w": torch.zeros(3)}})
+        save_checkpoint(target, {"config": config, "model": {"w": torch.zeros(3)}})
     monkeypatch.undo()
     assert torch.equal(read_checkpoint(target)["model"]["w"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["best.pt"]
@@ -137,7 +138,7 @@ def test_checkpoint_with_code_is_refused(tmp_path):
 
     path = tmp_path / "evil.pt"
     torch.save({"format": 1, "model": Evil()}, path)
-    with pytest.raises(InputError, match="not a pbcgnn checkpoint"):
+    with pytest.raises(InputError, match="expected a pbcgnn checkpoint, found a pickled"):
         read_checkpoint(path)
 
 
