@@ -7,13 +7,14 @@ of :data:`PRIVATE_APIS`, and checks that every fallback still gives correct (slo
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-__all__ = ["PRIVATE_APIS", "private_api", "executed_inputs", "mark_dynamic", "recompile_limit"]
+__all__ = ["PRIVATE_APIS", "private_api", "executed_inputs", "mark_dynamic", "recompile_limit",
+           "unpatched_index_select"]
 
 #: The private APIs wrapped here, by their dotted names, and what is lost without them.
 PRIVATE_APIS = {
@@ -21,6 +22,8 @@ PRIVATE_APIS = {
     "torch._C._will_engine_execute_node": "executed_inputs: every input gradient is computed",
     "torch._dynamo.mark_dynamic": "mark_dynamic: compiled kernels specialise on sizes (recompiles)",
     "torch._dynamo.config.recompile_limit": "recompile_limit: dynamo's default limit applies",
+    "torch._C._VariableFunctions.index_select": "unpatched_index_select: metatensor cannot be imported "
+                                                "after torch_geometric (pbcgnn export fails)",
 }
 
 
@@ -83,3 +86,23 @@ def recompile_limit(limit: int) -> contextlib.AbstractContextManager:
     if config is None or private_api("torch._dynamo.config.recompile_limit") is None:
         return contextlib.nullcontext()
     return config.patch(recompile_limit=limit)
+
+
+@contextlib.contextmanager
+def unpatched_index_select() -> Iterator[None]:
+    """``torch.index_select`` as torch defines it (``torch._C._VariableFunctions``) inside the block.
+
+    torch_geometric (2.8) replaces ``torch.index_select`` on import by a wrapper that TorchScript
+    cannot compile, and metatensor compiles TorchScript functions calling it when it is imported:
+    import metatensor/metatomic inside this block. Nothing changes without the private API.
+    """
+    original = private_api("torch._C._VariableFunctions.index_select")
+    patched = torch.index_select
+    if original is None or patched is original:
+        yield
+        return
+    torch.index_select = original
+    try:
+        yield
+    finally:
+        torch.index_select = patched

@@ -1,6 +1,7 @@
 """CFConv, SchNet's continuous-filter convolution as a PyG layer, and the interaction block."""
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import torch
@@ -10,14 +11,15 @@ from torch.nn import Linear
 from torch_geometric.nn import MessagePassing
 
 from .aggregate import Aggregation, AutogradSum, NetworkFilter
-from .aggregate.network import LOG2, filter_network
+from .aggregate.base import plain_sum
+from .aggregate.network import filter_network
 
 __all__ = ["shifted_softplus", "filter_network", "CFConv", "InteractionBlock"]
 
 
 def shifted_softplus(x: Tensor) -> Tensor:
     """``softplus(x) - log 2``: smooth, and 0 at x = 0 so an untrained network starts near zero."""
-    return F.softplus(x) - LOG2
+    return F.softplus(x) - math.log(2.0)  # inline: TorchScript cannot read a global float
 
 
 #: A layer called without an aggregation sums its messages by plain autograd.
@@ -43,7 +45,8 @@ class CFConv(MessagePassing):
     The sum is delegated to an :class:`~pbcgnn.model.aggregate.Aggregation` (same result to
     float rounding): plain autograd through :meth:`propagate` and :meth:`message` by default
     and in training, chunked in bounded memory or through a table in evaluation, as
-    :func:`pbcgnn.model.aggregate.select` decides for the model. With ``symmetric=True`` the
+    :func:`pbcgnn.model.aggregate.select` decides for the model (:meth:`plain`: the same
+    sum by ``index_add``, for TorchScript). With ``symmetric=True`` the
     edge list holds one edge per mirror pair (:func:`pbcgnn.neighbors.mirror_pairs`) and
     each edge also sends :math:`\mathbf{W}_1 \mathbf{x}_i` to :math:`j`: the filter, a
     function of the distance only, is evaluated once per pair.
@@ -93,6 +96,7 @@ class CFConv(MessagePassing):
         """The parameters of the filter network, in :func:`filter_network`'s order."""
         return (self.filter1.weight, self.filter1.bias, self.filter2.weight, self.filter2.bias)
 
+    @torch.jit.unused  # the aggregation seam is plain Python; TorchScript uses plain()
     def forward(
         self,
         x: Tensor,
@@ -113,6 +117,22 @@ class CFConv(MessagePassing):
         """
         aggregation = _PLAIN if aggregation is None else aggregation
         return self.lin2(aggregation(self, self.lin1(x), edge_index, edge_attr, symmetric))  # [N, F_out]
+
+    def plain(self, x: Tensor, edge_index: Tensor, edge_rbf: Tensor, edge_cutoff: Tensor) -> Tensor:
+        """:meth:`forward` [N, F_out] with the sum by ``index_add`` over every edge (TorchScript-able).
+
+        The plain sum of the seam (:func:`pbcgnn.model.aggregate.base.plain_sum`) on a list
+        with both edges of every pair (no ``symmetric``), for exported models
+        (:mod:`pbcgnn.export`); equal to :meth:`forward` to float rounding.
+
+        Args:
+            x: [N, F_in] node features.
+            edge_index: [2, E] int64, rows (j, i) = (neighbour, centre).
+            edge_rbf: [E, K] radial basis; edge_cutoff: [E] envelope.
+        """
+        W = filter_network(edge_rbf, edge_cutoff, self.filter1.weight, self.filter1.bias,
+                           self.filter2.weight, self.filter2.bias)  # [E, F]
+        return self.lin2(plain_sum(self.lin1(x), edge_index[0], edge_index[1], W, False))  # [N, F_out]
 
     def message(self, x_j: Tensor, W: Tensor) -> Tensor:
         return x_j * W
@@ -152,7 +172,16 @@ class InteractionBlock(torch.nn.Module):
         torch.nn.init.xavier_uniform_(self.lin.weight)
         torch.nn.init.zeros_(self.lin.bias)
 
+    @torch.jit.unused  # the aggregation seam is plain Python; TorchScript uses plain()
     def forward(self, x: Tensor, edge_index: Tensor, edge_attr: tuple[Tensor, ...], symmetric: bool = False,
                 aggregation: Aggregation | None = None) -> Tensor:
         """The update [N, H]; arguments as :meth:`CFConv.forward`."""
-        return self.lin(shifted_softplus(self.conv(x, edge_index, edge_attr, symmetric, aggregation)))
+        return self.update(self.conv(x, edge_index, edge_attr, symmetric, aggregation))
+
+    def plain(self, x: Tensor, edge_index: Tensor, edge_rbf: Tensor, edge_cutoff: Tensor) -> Tensor:
+        """:meth:`forward` [N, H] through :meth:`CFConv.plain` (TorchScript-able); arguments as there."""
+        return self.update(self.conv.plain(x, edge_index, edge_rbf, edge_cutoff))
+
+    def update(self, conv: Tensor) -> Tensor:
+        """``lin(ssp(conv))`` [N, H] from the convolution's output ``conv`` [N, F]."""
+        return self.lin(shifted_softplus(conv))

@@ -44,14 +44,18 @@ class SchNet(torch.nn.Module):
     :func:`pbcgnn.neighbors.mirror_pairs`) distances, basis and filters are computed once
     per pair and each pair carries both messages; in eval mode the convolutions run in edge
     chunks with filters recomputed in the backward pass, so forces need ~250 bytes per edge;
-    train mode keeps plain autograd, fastest for force losses (:meth:`aggregation`,
-    :mod:`pbcgnn.model.aggregate`). From :data:`SPATIAL_ORDER_MIN_ATOMS` atoms the atoms are relabelled internally
+    train mode evaluates the filter networks on a distance grid (5 mA) and interpolates
+    them per edge in fused kernels with closed-form second derivatives, ~1e-7 relative of the
+    exact filters (:meth:`aggregation`, :class:`pbcgnn.model.aggregate.GridSum`). From :data:`SPATIAL_ORDER_MIN_ATOMS` atoms the atoms are relabelled internally
     along a space-filling curve for cache locality; outputs keep the caller's order.
 
     dtype: the network runs in its parameters' dtype (float32 by default; ``.double()``
     for tests); ``pos`` and ``cell`` are cast inside :meth:`forward`, so gradients still
     reach float64 inputs. Atomic energies ``s y_i + E_0[Z_i]`` and their sum are float64
     (:class:`AtomicReference`).
+
+    TorchScript (:mod:`pbcgnn.export`): ``torch.jit.script`` compiles
+    :meth:`atomic_energies_plain`, the same function on one frame's edge vectors.
 
     Defaults are :class:`pbcgnn.config.ModelConfig`'s, as for a model trained from the CLI.
 
@@ -63,6 +67,8 @@ class SchNet(torch.nn.Module):
         cutoff: interaction cutoff in Angstrom.
         max_z: largest atomic number the embedding accepts.
     """
+
+    __jit_unused_properties__ = ["hparams"]  # a plain dict: not for TorchScript
 
     def __init__(
         self,
@@ -150,15 +156,44 @@ class SchNet(torch.nn.Module):
             edge_index, cell_offsets = edge_index[:, by_centre], cell_offsets[by_centre]
         # Cast at the boundary; .to() is differentiable, so float64 pos/cell still get gradients.
         vec = edge_vectors(pos.to(dtype), edge_index, cell_offsets, cell.to(dtype), batch)  # [E, 3]
+        edge_index, d = self.within_cutoff(edge_index, vec)  # [2, E'], [E'] Angstrom
+        h = self.interact(self.embedding(z), edge_index, d, symmetric)  # [N, H]
+        energies = self.reference(self.readout(h), z)  # [N] float64 eV
+        return energies if inverse is None else energies[inverse]  # in the caller's atom order
+
+    @torch.jit.export
+    def atomic_energies_plain(self, z: Tensor, edge_index: Tensor, vec: Tensor) -> Tensor:
+        """:meth:`atomic_energies` [N] float64 eV of one frame, TorchScript-able, for exported models.
+
+        The same layers and weights, with every convolution summed by ``index_add``
+        (:meth:`pbcgnn.model.cfconv.CFConv.plain`): equal to :meth:`atomic_energies` to float
+        rounding. Edges beyond the cutoff are dropped, so a list with a skin is fine.
+
+        Args:
+            z: [N] int64 atomic numbers.
+            edge_index: [2, E] int64, rows (j, i) = (neighbour, centre), both edges of every pair.
+            vec: [E, 3] edge vectors ``pos[j] - pos[i] + shift @ cell`` in Angstrom, in the
+                parameters' dtype (gradients reach positions and cell through them).
+        """
+        edge_index, d = self.within_cutoff(edge_index, vec)  # [2, E'], [E']
+        edge_rbf, edge_cutoff = self.radial(d)  # [E', K], [E']
+        h = self.embedding(z)  # [N, H]
+        for block in self.interactions:
+            h = h + block.plain(h, edge_index, edge_rbf, edge_cutoff)
+        return self.reference(self.readout(h), z)  # [N] float64 eV
+
+    def within_cutoff(self, edge_index: Tensor, vec: Tensor) -> tuple[Tensor, Tensor]:
+        """The edges [2, E'] shorter than the cutoff and their lengths [E'] (Angstrom), from vectors [E, 3]."""
         d = torch.linalg.vector_norm(vec, dim=-1)  # [E] Angstrom
-        inside = d < self.envelope.cutoff.to(dtype)  # [E]; beyond: exactly zero message and gradient
+        inside = d < self.envelope.cutoff.to(d.dtype)  # [E]; beyond: exactly zero message and gradient
         if not bool(inside.all()):
             keep = inside.nonzero().squeeze(1)
             edge_index, d = edge_index[:, keep], d[keep]
-        h = self.interact(self.embedding(z), edge_index, d, symmetric)  # [N, H]
-        y = self.lin2(shifted_softplus(self.lin1(h))).squeeze(-1)  # [N]
-        energies = self.reference(y, z)  # [N] float64 eV
-        return energies if inverse is None else energies[inverse]  # in the caller's atom order
+        return edge_index, d
+
+    def readout(self, h: Tensor) -> Tensor:
+        """The atomwise MLP: features [N, H] -> network outputs ``y`` [N] (before scale and E0)."""
+        return self.lin2(shifted_softplus(self.lin1(h))).squeeze(-1)
 
     def radial(self, d: Tensor) -> tuple[Tensor, Tensor]:
         """The filters' inputs at edge lengths ``d`` [E] (Angstrom): radial basis [E, K], envelope [E]."""
@@ -166,15 +201,15 @@ class SchNet(torch.nn.Module):
 
     def aggregation(self) -> Aggregation:
         """How the interactions sum their messages now: :func:`pbcgnn.model.aggregate.select` for the
-        filter network in the current mode (plain autograd in training, chunked in eval)."""
-        return select(NetworkFilter(self.radial), self.training)
+        filter network in the current mode (through a grid in training, chunked in eval)."""
+        return select(NetworkFilter(self.radial, self.cutoff), self.training)
 
     def interact(self, h: Tensor, edge_index: Tensor, d: Tensor, symmetric: bool) -> Tensor:
         """The interaction blocks: ``h`` [N, H] -> [N, H] given edges [2, E] of length ``d`` [E].
 
-        The filters' per-edge inputs are computed once and shared by all blocks: the radial
-        basis and envelope in training, the lengths alone in eval (each chunk recomputes the
-        basis, so nothing of size [E, K] is kept).
+        The filters' per-edge inputs (``aggregation.edge_attr``) are computed once and shared by
+        all blocks: the lengths alone for the grid (training) and the chunks (eval), so nothing
+        of size [E, K] is kept; the radial basis and envelope for plain autograd.
         """
         aggregation = self.aggregation()
         edge_attr = aggregation.edge_attr(d)
@@ -182,6 +217,7 @@ class SchNet(torch.nn.Module):
             h = h + block(h, edge_index, edge_attr, symmetric, aggregation)
         return h
 
+    @torch.jit.unused  # the aggregation seam is plain Python; TorchScript uses atomic_energies_plain()
     def forward(
         self,
         z: Tensor,

@@ -102,3 +102,15 @@ def predict(model) -> Callable[..., dict[str, np.ndarray]]:
         return result
 
     return _predict
+
+
+@pytest.fixture
+def plain_training(monkeypatch):
+    """Training mode sums by plain autograd on the filter network (AutogradSum), the reference
+    every faster path is compared with; eval mode is unchanged."""
+    import pbcgnn.model.schnet as schnet
+    from pbcgnn.model.aggregate import AutogradSum
+
+    select = schnet.select
+    monkeypatch.setattr(schnet, "select", lambda f, training: AutogradSum(f) if training else select(f, training))
+

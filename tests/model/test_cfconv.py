@@ -9,6 +9,7 @@ from pbcgnn.model import CFConv
 from pbcgnn.model.aggregate import (
     AutogradSum,
     ChunkedSum,
+    GridSum,
     NetworkFilter,
     TableFilter,
     TableSum,
@@ -111,11 +112,12 @@ def test_default_aggregation_is_plain_autograd_on_the_basis(layer, graph):
 def test_select_is_the_one_choice(layer):
     model, conv, table = layer
     network, tables = NetworkFilter(model.radial), TableFilter(table, [conv])
-    assert type(select(network, training=True)) is AutogradSum
+    assert type(select(network, training=True)) is AutogradSum  # no cutoff: no grid
+    assert type(select(NetworkFilter(model.radial, model.cutoff), training=True)) is GridSum
     assert type(select(network, training=False)) is ChunkedSum
     assert type(select(tables, training=True)) is AutogradSum
     assert type(select(tables, training=False)) is TableSum
-    assert type(model.train().aggregation()) is AutogradSum and type(model.eval().aggregation()) is ChunkedSum
+    assert type(model.train().aggregation()) is GridSum and type(model.eval().aggregation()) is ChunkedSum
     with pytest.raises(TypeError, match="TableFilter"):
         TableSum(network)
     with pytest.raises(ValueError, match="one table per layer"):

@@ -195,7 +195,7 @@ def test_training_mode_keeps_force_graph(box48, model):
 
 
 def test_hparams_rebuild_model(box48, model, predict):
-    clone = SchNet(**model.hparams).double()
+    clone = SchNet(**model.hparams).double().train(model.training)
     clone.load_state_dict(model.state_dict())
     data = atoms_to_graph(box48, model.cutoff)
     assert float(clone.forward_data(data)) == predict(box48)["energy"]

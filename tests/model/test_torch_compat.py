@@ -83,3 +83,14 @@ def test_dynamo_fallbacks(monkeypatch):
     compat.mark_dynamic(t, 0)  # nothing to do
     with compat.recompile_limit(64):  # a do-nothing context
         pass
+
+
+def test_unpatched_index_select_restores_the_patch(monkeypatch):
+    """Inside the block torch.index_select is torch's own function (metatensor imports there), after it
+    whatever was installed before (torch_geometric's wrapper)."""
+    original = compat.private_api("torch._C._VariableFunctions.index_select")
+    wrapper = lambda *args, **kwargs: original(*args, **kwargs)  # noqa: E731
+    monkeypatch.setattr(torch, "index_select", wrapper)
+    with compat.unpatched_index_select():
+        assert torch.index_select is original
+    assert torch.index_select is wrapper

@@ -5,8 +5,11 @@ A :class:`Filter` says what :math:`W` is: the filter network on the radial basis
 :class:`Aggregation` says how the sum and its derivatives are computed; all give the same
 result to float rounding:
 
+- :class:`GridSum` (``grid.py``): the filter network evaluated on a distance grid every
+  step and interpolated per edge, fused kernels with the second derivative a force loss
+  needs in closed form: training.
 - :class:`AutogradSum` (``autograd.py``): every filter at once, PyG ``propagate``, plain
-  autograd. Fastest for the second derivative a force loss needs: training.
+  autograd: the reference, and training of filters without a known cutoff.
 - :class:`ChunkedSum` (``chunked.py``): edges in chunks, filters recomputed in the backward
   pass; memory bounded: evaluation.
 - :class:`TableSum` (``table.py``): table filters in fused chunk kernels with the derivative
@@ -21,6 +24,7 @@ from __future__ import annotations
 from .autograd import AutogradSum
 from .base import Aggregation, Filter
 from .chunked import ChunkedSum
+from .grid import GridFilter, GridSum
 from .network import NetworkFilter, filter_network
 from .table import FilterTable, TableFilter, TableSum
 
@@ -30,6 +34,8 @@ __all__ = [
     "ChunkedSum",
     "Filter",
     "FilterTable",
+    "GridFilter",
+    "GridSum",
     "NetworkFilter",
     "TableFilter",
     "TableSum",
@@ -46,11 +52,13 @@ def select(filter: Filter, training: bool) -> Aggregation:
         training: the model's mode (``module.training``).
 
     Returns:
-        :class:`AutogradSum` in training mode (any filter; bit-exact resumed training depends on
-        its arithmetic), else :class:`TableSum` for a :class:`TableFilter` and
-        :class:`ChunkedSum` for any other filter.
+        In training mode :class:`GridSum` for a :class:`NetworkFilter` that knows its cutoff,
+        else :class:`AutogradSum`; in eval mode :class:`TableSum` for a :class:`TableFilter`
+        and :class:`ChunkedSum` for any other filter.
     """
     if training:
+        if isinstance(filter, NetworkFilter) and filter.cutoff is not None:
+            return GridSum(GridFilter(filter, filter.cutoff))
         return AutogradSum(filter)
     if isinstance(filter, TableFilter):
         return TableSum(filter)

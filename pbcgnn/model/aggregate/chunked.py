@@ -55,8 +55,9 @@ def chunked_aggregate(
     evaluated ``chunk`` edges at a time. Above :data:`KEEP_GRAPH_BYTES` nothing of size
     [E, F] is kept for the backward pass: it saves ``x`` and the per-edge ``features`` and
     recomputes each chunk's filter there, so forces need O(N F + E K + chunk F) memory
-    instead of several [E, F] tensors per interaction. A second derivative (a force loss, ``create_graph=True``) is exact
-    too, but recomputes the whole unchunked graph: training uses plain autograd instead.
+    instead of several [E, F] tensors per interaction. A second derivative (a force loss,
+    ``create_graph=True``) is exact too, but recomputes the whole unchunked graph: training
+    uses :class:`~pbcgnn.model.aggregate.GridSum` instead.
 
     With ``symmetric``, every edge ``(j, i)`` also carries the reverse message ``x_i * W_e``
     to ``j`` (``edge_index`` holds one edge per mirror pair, :func:`pbcgnn.neighbors.mirror_pairs`),

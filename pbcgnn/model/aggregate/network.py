@@ -29,7 +29,8 @@ def filter_network(
     pass less); equal to the layer-by-layer formula up to float rounding.
     """
     h = F.softplus(F.linear(edge_rbf, w1, b1))  # [E, F]
-    return F.linear(h, w2, b2 - LOG2 * w2.sum(dim=1)) * edge_cutoff.unsqueeze(-1)  # [E, F], 0 beyond rc
+    shift = math.log(2.0)  # LOG2, spelled out: TorchScript (exported models) cannot read a global float
+    return F.linear(h, w2, b2 - shift * w2.sum(dim=1)) * edge_cutoff.unsqueeze(-1)  # [E, F], 0 beyond rc
 
 
 class NetworkFilter(Filter):
@@ -39,10 +40,15 @@ class NetworkFilter(Filter):
         radial: maps edge lengths [E] (Angstrom) to the network's inputs, the radial basis
             [E, K] and the cutoff envelope [E] (:meth:`pbcgnn.model.SchNet.radial`). ``None``
             when the caller passes the basis and envelope as ``edge_attr`` itself.
+        cutoff: the envelope's cutoff in Angstrom, where every filter is zero; when given,
+            training may evaluate the network on a grid up to it
+            (:class:`pbcgnn.model.aggregate.GridSum`).
     """
 
-    def __init__(self, radial: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None) -> None:
+    def __init__(self, radial: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None,
+                 cutoff: float | None = None) -> None:
         self.radial = radial
+        self.cutoff = cutoff
 
     def inputs(self, d: Tensor) -> tuple[Tensor, ...]:
         if self.radial is None:

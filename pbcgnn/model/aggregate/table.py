@@ -11,20 +11,18 @@ and its error: :mod:`pbcgnn.model.tabulate`.
 """
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 from torch.nn import Module
 
-from .._torch_compat import mark_dynamic, recompile_limit
+from .._torch_compat import recompile_limit
 from . import chunked
 from .base import Aggregation, Filter, recompute_backward
+from .kernels import edge_chunks, fuse_scatter, grid_constants, run_kernel
 
 __all__ = ["FilterTable", "TableFilter", "TableSum"]
-
-log = logging.getLogger(__name__)
 
 
 class FilterTable(torch.nn.Module):
@@ -134,76 +132,22 @@ def _chunk_backward(g, x, a, b, d, valid, grad_x, nodes, grid, symmetric: bool) 
     return grad_d
 
 
-_KERNELS: dict[str, object] = {}  # name -> compiled function, or None once compilation failed
-
-
-def _run(name: str, fn, use_compile: bool, *args):  # noqa: ANN001, ANN202
-    """``fn(*args)``, through ``torch.compile`` when asked and possible (eager after a failure).
-
-    Grid constants travel as 0-d tensors and the leading sizes of the [N, F] and [G, 2, F]
-    arguments are marked dynamic, so a kernel serves every system size and grid; dtype,
-    device, width F, chunk size, ``symmetric`` and the table's storage offset (first
-    interaction or not) specialise it: a few variants, so :class:`_TableSum` raises
-    dynamo's recompile limit for its loops only.
-    """
-    kernel = _KERNELS.get(name, ...) if use_compile else None
-    if kernel is ...:
-        kernel = _KERNELS[name] = torch.compile(fn)
-    if kernel is not None:
-        try:
-            args = [a.detach() if isinstance(a, Tensor) else a for a in args]
-            for t in args:
-                if isinstance(t, Tensor) and t.dim() >= 2:
-                    mark_dynamic(t, 0)
-            return kernel(*args)
-        except Exception as err:  # noqa: BLE001 (no compiler, unsupported backend: run eagerly)
-            log.warning("torch.compile of the table kernel %s failed (%s: %s); running eagerly",
-                        name, type(err).__name__, str(err).splitlines()[0] if str(err) else "")
-            _KERNELS[name] = None
-    return fn(*args)
-
-
-def _chunks(src: Tensor, dst: Tensor, d: Tensor, chunk: int):
-    """(start, a, b, d, valid, n) per chunk of ``chunk`` edges; the last one padded with valid = 0."""
-    ones = torch.ones(chunk, dtype=d.dtype, device=d.device)
-    for start in range(0, src.numel(), chunk):
-        a, b, dd = src[start : start + chunk], dst[start : start + chunk], d[start : start + chunk]
-        n = a.numel()
-        if n < chunk:  # one kernel shape for every chunk: no recompilation for the tail
-            pad = chunk - n
-            a, b = torch.cat([a, a.new_zeros(pad)]), torch.cat([b, b.new_zeros(pad)])
-            dd = torch.cat([dd, dd[:1].expand(pad)])
-            yield start, a, b, dd, torch.cat([ones[:n], ones.new_zeros(pad)]), n
-        else:
-            yield start, a, b, dd, ones, n
-
-
-def _grid(table: FilterTable, like: Tensor) -> tuple[Tensor, Tensor]:
-    """(r_min, 1 / spacing) of the table as 0-d tensors of ``like``'s dtype and device."""
-    return (torch.tensor(table.r_min, dtype=like.dtype, device=like.device),
-            torch.tensor(1.0 / table.spacing, dtype=like.dtype, device=like.device))
-
-
-def _fuse_scatter(x: Tensor) -> bool:
-    """Scatter inside the compiled kernel? Yes on GPUs and on one CPU thread; with several CPU
-    threads the generated code adds atomically and gets ~5x slower, so torch's index_add_ does it."""
-    return x.device.type != "cpu" or torch.get_num_threads() == 1
-
-
 class _TableSum(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, src, dst, d, options):  # noqa: ANN001
         filt, nodes, symmetric = options
         table = filt.table
-        grid = _grid(table, d)
-        fuse = _fuse_scatter(x)
+        grid = grid_constants(table, d)
+        fuse = fuse_scatter(x)
         out = torch.zeros_like(x)
         with recompile_limit(64):
-            for _, a, b, dd, valid, _ in _chunks(src, dst, d, chunked.EDGE_CHUNK):
+            for _, a, b, dd, valid, _ in edge_chunks(src, dst, d, chunked.EDGE_CHUNK):
                 if fuse:
-                    _run("forward", _chunk_forward, table.compile, x, a, b, dd, valid, out, nodes, grid, symmetric)
+                    run_kernel("forward", _chunk_forward, table.compile,
+                               x, a, b, dd, valid, out, nodes, grid, symmetric)
                     continue
-                to_b, to_a = _run("messages", _messages, table.compile, x, a, b, dd, valid, nodes, grid, symmetric)
+                to_b, to_a = run_kernel("messages", _messages, table.compile,
+                                        x, a, b, dd, valid, nodes, grid, symmetric)
                 out.index_add_(0, b, to_b)
                 if symmetric:
                     out.index_add_(0, a, to_a)
@@ -220,17 +164,17 @@ class _TableSum(torch.autograd.Function):
             gx, gd, _ = recompute_backward(grad_out, x, src, dst, filt, (d, nodes), need, symmetric)
             return gx, None, None, gd, None
         table = filt.table
-        grid = _grid(table, d)
-        fuse = _fuse_scatter(x)
+        grid = grid_constants(table, d)
+        fuse = fuse_scatter(x)
         grad_x = torch.zeros_like(x)
         grad_d = torch.empty_like(d)
         with recompile_limit(64):
-            for start, a, b, dd, valid, n in _chunks(src, dst, d, chunked.EDGE_CHUNK):
+            for start, a, b, dd, valid, n in edge_chunks(src, dst, d, chunked.EDGE_CHUNK):
                 if fuse:
-                    gd = _run("backward", _chunk_backward, table.compile,
+                    gd = run_kernel("backward", _chunk_backward, table.compile,
                               grad_out, x, a, b, dd, valid, grad_x, nodes, grid, symmetric)
                 else:
-                    at_a, at_b, gd = _run("gradients", _gradients, table.compile,
+                    at_a, at_b, gd = run_kernel("gradients", _gradients, table.compile,
                                           grad_out, x, a, b, dd, valid, nodes, grid, symmetric)
                     grad_x.index_add_(0, a, at_a)
                     if symmetric:

@@ -24,7 +24,7 @@ def small_chunks(monkeypatch, request):
         monkeypatch.setattr(chunked, "KEEP_GRAPH_BYTES", 0)
 
 
-def test_eval_chunked_path_equals_train_autograd_path(water, make_model, small_chunks):
+def test_eval_chunked_path_equals_train_autograd_path(water, make_model, small_chunks, plain_training):
     model = make_model()
     for atoms in water[1:]:
         data = atoms_to_graph(atoms, model.cutoff)
@@ -34,7 +34,7 @@ def test_eval_chunked_path_equals_train_autograd_path(water, make_model, small_c
         close(compute_properties(model, data, stress=True), ref)
 
 
-def test_gradients_of_parameters_in_eval_mode(water, make_model, small_chunks):
+def test_gradients_of_parameters_in_eval_mode(water, make_model, small_chunks, plain_training):
     """Energy and force losses reach every weight in eval mode too (fine-tuning, committees)."""
     model = make_model()
     data = atoms_to_graph(water[2], model.cutoff)

@@ -28,7 +28,7 @@ def errors(exact: dict, fast: dict, e_ref: float) -> dict[str, float]:
 @pytest.mark.parametrize("compile,fuse", [(False, True), (True, True), (True, False)])
 def test_tabulated_matches_exact_on_water(water, compile, fuse, make_model, monkeypatch):
     """Eager kernels, compiled kernels with the scatter inside (GPU, one CPU thread) and outside."""
-    monkeypatch.setattr(table_module, "_fuse_scatter", lambda x: fuse)
+    monkeypatch.setattr(table_module, "fuse_scatter", lambda x: fuse)
     model = make_model(hidden=64).eval()
     fast = tabulate(model, compile=compile)
     assert isinstance(fast, TabulatedSchNet) and not fast.training

@@ -1,0 +1,332 @@
+r"""Training through filter tables: the filter network on a distance grid every step, fused edge kernels.
+
+The force loss of training needs the mixed second derivative of every interaction's sum
+:math:`\mathbf{o}_i = \sum_j \mathbf{x}_j \odot W(d_{ji})`. Plain autograd
+(:class:`~pbcgnn.model.aggregate.AutogradSum`) evaluates the filter network per edge and keeps
+a dozen [E, F] tensors per interaction for the backward of the backward: most of a training
+step is memory traffic over edges. Here the filter network runs on G grid distances
+(a few thousand, against ~10^5 edges per batch), differentiably in its weights; per edge
+:math:`W` is the cubic Hermite interpolant of those values and exact slopes
+(:mod:`pbcgnn.model.aggregate.table`), and every level of differentiation is one fused kernel
+per edge chunk with the derivatives in closed form:
+
+.. math::
+    \text{forward:}\ \mathbf{o}_i = \sum_{e=(j\to i)} \mathbf{x}_j \odot W_e, \qquad
+    \text{first:}\ \bar{\mathbf{x}}_j = \sum_e \bar{\mathbf{o}}_i \odot W_e,\
+    \bar d_e = \mathbf{v}_e \cdot W'_e,\ \bar T = \sum_e B(s_e) \otimes \mathbf{v}_e,
+
+with :math:`\mathbf{v}_e = \bar{\mathbf{o}}_i \odot \mathbf{x}_j` (plus the reverse message
+for a symmetric list), :math:`B` the four Hermite basis functions of the position
+:math:`s_e` in its grid interval, and the second level (:func:`_second`) the derivative
+of those three outputs, :math:`W''` included. Nothing of size [E, F] outlives a chunk.
+
+The interpolant differs from the network by :math:`h^4 \max|W^{(4)}| / 384` (values) and
+:math:`h^3 \max|W^{(4)}| / 72` (slopes): ~1e-7 relative at the default h = 5 mA, far below
+float32 training noise (``tests/model/aggregate/test_grid.py`` checks energies, forces,
+stress and every parameter gradient of an energy+force loss against plain autograd).
+"""
+from __future__ import annotations
+
+import math
+import torch
+from torch import Tensor
+from torch.nn import Module
+
+from .._torch_compat import executed_inputs, recompile_limit
+from . import chunked
+from .base import Aggregation, Filter, plain_sum
+from .network import NetworkFilter
+from .kernels import edge_chunks, fuse_scatter, grid_constants, run_kernel
+
+__all__ = ["GRID_SPACING", "GridFilter", "GridSum"]
+
+#: Grid spacing in Angstrom (1201 points to a 6 A cutoff): interpolation ~1e-7 relative, far below float32 rounding.
+GRID_SPACING = 5e-3
+
+
+class GridFilter(Filter):
+    """``W(d)`` as the cubic Hermite interpolant of the filter network on a grid from 0 to the cutoff.
+
+    :meth:`params` evaluates the network of a layer at the grid points with exact slopes
+    (forward-mode autograd), differentiably in its weights: [G - 1, 4, F] cells per step.
+
+    Args:
+        network: the exact filter (its radial basis and envelope).
+        cutoff: last grid point, Angstrom; every edge the model keeps is shorter.
+        spacing: grid spacing h, Angstrom (rounded down to divide the cutoff).
+        compile: fuse the edge kernels with ``torch.compile`` (eager if that fails).
+    """
+
+    def __init__(self, network: NetworkFilter, cutoff: float, spacing: float = GRID_SPACING,
+                 compile: bool = True) -> None:
+        if network.radial is None:
+            raise ValueError("GridFilter: the network filter needs its radial basis (NetworkFilter(radial))")
+        self.network = network
+        self.points = max(2, math.ceil(cutoff / spacing) + 1)
+        self.cutoff = float(cutoff)
+        self.spacing = self.cutoff / (self.points - 1)
+        self.compile = bool(compile)
+
+    def inputs(self, d: Tensor) -> tuple[Tensor, ...]:
+        return (d,)
+
+    def params(self, conv: Module) -> tuple[Tensor, ...]:
+        """The layer's cells [G - 1, 4, F]: ``y_k``, ``y_k+1 - y_k``, ``m_k``, ``m_k+1`` per interval.
+
+        Built in float64, then cast: the difference of neighbouring values, which the
+        interpolant's slope needs, would lose ~4 digits to cancellation in float32 at h = 5 mA.
+        """
+        weights = self.network.params(conv)
+        dtype = weights[0].dtype
+        weights = [w.double() for w in weights]
+        r = torch.linspace(0.0, self.cutoff, self.points, dtype=torch.float64, device=weights[0].device)
+
+        def filt(d: Tensor) -> Tensor:
+            return self.network(*self.network.inputs(d), *weights)
+
+        y, dy = torch.func.jvp(filt, (r,), (torch.ones_like(r),))  # [G, F] each: W and dW/dd
+        m = dy * self.spacing  # slopes in grid units
+        return (torch.stack([y[:-1], y[1:] - y[:-1], m[:-1], m[1:]], dim=1).to(dtype),)  # [G - 1, 4, F]
+
+    @property
+    def r_min(self) -> float:
+        return 0.0
+
+    def __call__(self, d: Tensor, cells: Tensor) -> Tensor:
+        return _interpolate(d, cells, 0.0, 1.0 / self.spacing, order=0)[0]  # [E, F]
+
+
+def _interpolate(d, cells, r_min, inv_h, order: int):  # noqa: ANN001, ANN202
+    """Hermite interpolation at ``d`` [C] from ``cells`` [G - 1, 4, F] (see :meth:`GridFilter.params`).
+
+    Returns ``W`` [C, F], each edge's interval ``k`` [C] and cell ``cells[k]`` [C, 4, F], the
+    basis ``B`` [C, 4] (``W = sum_c B_c cell_c``) and, up to ``order``, its derivatives in d
+    ([C, 4] each, in a list).
+    """
+    u = (d - r_min) * inv_h  # [C] grid units
+    k = u.detach().floor().clamp(0, cells.shape[0] - 1)
+    s = (u - k).unsqueeze(-1)  # [C, 1] in [0, 1]
+    k = k.long()
+    cell = cells.index_select(0, k)  # [C, 4, F]
+    s2, t, zero = s * s, 1.0 - s, torch.zeros_like(s)
+    basis = torch.cat([torch.ones_like(s), s2 * (3.0 - 2.0 * s), s * t * t, -s2 * t], dim=1)  # [C, 4]
+    slopes = []
+    if order >= 1:
+        slopes.append(torch.cat([zero, 6.0 * s * t, t * (1.0 - 3.0 * s), s * (3.0 * s - 2.0)], 1) * inv_h)
+    if order >= 2:
+        slopes.append(torch.cat([zero, 6.0 - 12.0 * s, 6.0 * s - 4.0, 6.0 * s - 2.0], 1) * (inv_h * inv_h))
+    return _combine(basis, cell), k, cell, basis, slopes
+
+
+def _combine(basis: Tensor, cell: Tensor) -> Tensor:
+    """``sum_c basis[:, c] * cell[:, c]`` [C, F]."""
+    return (basis.unsqueeze(-1) * cell).sum(dim=1)
+
+
+def _forward(x, a, b, d, valid, rows, grid, symmetric: bool):  # noqa: ANN001, ANN202
+    """Messages of one chunk: x[a] * W to b and x[b] * W to a, [C, F] each (padded edges 0)."""
+    w = _interpolate(d, rows, *grid, order=0)[0] * valid.unsqueeze(-1)
+    return x.index_select(0, a) * w, x.index_select(0, b) * w if symmetric else None
+
+
+def _first(g, x, a, b, d, valid, rows, grid, symmetric: bool, tables: bool):  # noqa: ANN001, ANN202
+    """First derivatives of one chunk from dL/do ``g``: dL/dx at a (and b) [C, F], dL/dd [C],
+    dL/dT [C, 4, F] (``None`` unless ``tables``) and the intervals it belongs to (:func:`_interpolate`'s
+    ``base``)."""
+    w, base, cell, basis, (dbasis,) = _interpolate(d, rows, *grid, order=1)
+    valid = valid.unsqueeze(-1)
+    w, basis = w * valid, basis * valid
+    dw = _combine(dbasis * valid, cell)  # [C, F] dW/dd
+    g_b, x_a = g.index_select(0, b), x.index_select(0, a)
+    v = g_b * x_a  # [C, F] dL/dW
+    at_b = None
+    if symmetric:
+        g_a = g.index_select(0, a)
+        v = torch.addcmul(v, g_a, x.index_select(0, b))
+        at_b = g_a * w
+    t = basis.unsqueeze(-1) * v.unsqueeze(1) if tables else None
+    return g_b * w, at_b, (v * dw).sum(dim=1), t, base
+
+
+def _second(ggx, ggd, g, x, a, b, d, valid, rows, grid, symmetric: bool):  # noqa: ANN001, ANN202
+    """Second level of one chunk, from dL/d(first outputs) ``ggx`` [N, F] and ``ggd`` [C]:
+    dL/dg at b (and a), dL/dx at a (and b) [C, F], dL/dd [C], dL/dT [C, 4, F] and its rows."""
+    w, base, cell, basis, (db, ddb) = _interpolate(d, rows, *grid, order=2)
+    valid = valid.unsqueeze(-1)
+    w, basis, db, ddb = w * valid, basis * valid, db * valid, ddb * valid
+    dw, ddw = _combine(db, cell), _combine(ddb, cell)  # [C, F] W', W''
+    x_a, x_b, g_b = x.index_select(0, a), x.index_select(0, b), g.index_select(0, b)
+    q = ggd.unsqueeze(-1)  # [C, 1]
+    h_a = ggx.index_select(0, a)  # [C, F] dL/d(dL/dx) at a
+    dg_b = h_a * w + q * x_a * dw
+    dx_a = q * g_b * dw
+    u = h_a * g_b  # [C, F] dL/dW through dL/dx
+    v = g_b * x_a  # [C, F] dL/dW of the first level
+    dg_a = dx_b = None
+    if symmetric:
+        g_a, h_b = g.index_select(0, a), ggx.index_select(0, b)
+        dg_a = h_b * w + q * x_b * dw
+        dx_b = q * g_a * dw
+        u = torch.addcmul(u, h_b, g_a)
+        v = torch.addcmul(v, g_a, x_b)
+    dd = (u * dw).sum(dim=1) + ggd * (v * ddw).sum(dim=1)
+    dt = basis.unsqueeze(-1) * u.unsqueeze(1) + db.unsqueeze(-1) * (q * v).unsqueeze(1)  # [C, 4, F]
+    return dg_b, dg_a, dx_a, dx_b, dd, dt, base
+
+
+def _add_at(out: Tensor, i: Tensor, at_i: Tensor, j: Tensor, at_j: Tensor | None) -> None:
+    """``out[i] += at_i`` and, for a symmetric list, ``out[j] += at_j`` ([C, F] each)."""
+    out.index_add_(0, i, at_i)
+    if at_j is not None:
+        out.index_add_(0, j, at_j)
+
+
+def _add_rows(grad: Tensor | None, k: Tensor, rows_c: Tensor | None) -> None:
+    """Scatter [C, 4, F] contributions into the cells' gradient [G - 1, 4, F] at intervals ``k`` (if given)."""
+    if grad is not None and rows_c is not None:
+        grad.index_add_(0, k, rows_c)
+
+
+# Scatters of each level; inside the compiled kernels where that is faster (fuse_scatter).
+def _scatter_forward(out, a, b, res) -> None:  # noqa: ANN001
+    _add_at(out, b, res[0], a, res[1])
+
+
+def _scatter_first(gx, grows, a, b, res):  # noqa: ANN001, ANN202
+    at_a, at_b, gd, t, base = res
+    _add_at(gx, a, at_a, b, at_b)
+    _add_rows(grows, base, t)
+    return gd
+
+
+def _scatter_second(dg, dx, drows, a, b, res):  # noqa: ANN001, ANN202
+    dg_b, dg_a, dx_a, dx_b, dd, t, base = res
+    _add_at(dg, b, dg_b, a, dg_a)
+    _add_at(dx, a, dx_a, b, dx_b)
+    _add_rows(drows, base, t)
+    return dd
+
+
+def _forward_fused(out, x, a, b, d, valid, rows, grid, symmetric: bool) -> None:  # noqa: ANN001
+    _scatter_forward(out, a, b, _forward(x, a, b, d, valid, rows, grid, symmetric))
+
+
+def _first_fused(gx, grows, g, x, a, b, d, valid, rows, grid, symmetric: bool, tables: bool):  # noqa: ANN001, ANN202
+    return _scatter_first(gx, grows, a, b, _first(g, x, a, b, d, valid, rows, grid, symmetric, tables))
+
+
+def _second_fused(dg, dx, drows, ggx, q, g, x, a, b, d, valid, rows, grid, symmetric: bool):  # noqa: ANN001, ANN202
+    return _scatter_second(dg, dx, drows, a, b, _second(ggx, q, g, x, a, b, d, valid, rows, grid, symmetric))
+
+
+_LEVELS = {"forward": (_forward, _forward_fused, _scatter_forward),
+           "first": (_first, _first_fused, _scatter_first),
+           "second": (_second, _second_fused, _scatter_second)}
+
+
+def _level(name: str, filt: GridFilter, outs: tuple, a: Tensor, b: Tensor, args: tuple):  # noqa: ANN202
+    """One level's kernel on one chunk; its scatter into ``outs`` inside the compiled kernel where that
+    is faster (:func:`~pbcgnn.model.aggregate.kernels.fuse_scatter`), else by torch's ``index_add_``."""
+    kernel, fused, scatter = _LEVELS[name]
+    if fuse_scatter(outs[0]):
+        return run_kernel(f"grid_{name}_fused", fused, filt.compile, *outs, *args)
+    return scatter(*outs, a, b, run_kernel(f"grid_{name}", kernel, filt.compile, *args))
+
+
+def _padded(t: Tensor, start: int, chunk: int) -> Tensor:
+    """``t[start : start + chunk]`` [C], zero-padded to ``chunk`` entries."""
+    part = t[start : start + chunk]
+    return part if part.numel() == chunk else torch.cat([part, part.new_zeros(chunk - part.numel())])
+
+
+class _GridSum(torch.autograd.Function):
+    """Level 0: the sum; its backward is :class:`_GridFirst`, itself differentiable."""
+
+    @staticmethod
+    def forward(ctx, x, src, dst, d, nodes, options):  # noqa: ANN001
+        filt, symmetric = options
+        rows, grid = nodes, grid_constants(filt, d)  # [G - 1, 4, F]
+        out = torch.zeros_like(x)
+        with recompile_limit(64):
+            for _, a, b, dd, valid, _ in edge_chunks(src, dst, d, chunked.EDGE_CHUNK):
+                _level("forward", filt, (out,), a, b, (x, a, b, dd, valid, rows, grid, symmetric))
+        ctx.save_for_backward(x, src, dst, d, nodes)
+        ctx.options = options
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):  # noqa: ANN001
+        x, src, dst, d, nodes = ctx.saved_tensors
+        # forces reach x and d only: the node gradients (the weights') are skipped then
+        need_nodes = executed_inputs(ctx.needs_input_grad, [0, 1, 2, 3, 4])[4]
+        gx, gd, gnodes = _GridFirst.apply(grad_out, x, d, nodes, src, dst, (*ctx.options, need_nodes))
+        return gx, None, None, gd, gnodes, None
+
+
+class _GridFirst(torch.autograd.Function):
+    """Level 1: dL/dx, dL/dd and dL/dnodes of the sum; its backward (level 2) in closed form."""
+
+    @staticmethod
+    def forward(ctx, g, x, d, nodes, src, dst, options):  # noqa: ANN001
+        filt, symmetric, need_nodes = options
+        rows, grid = nodes, grid_constants(filt, d)
+        gx, gd = torch.zeros_like(x), torch.empty_like(d)
+        grows = torch.zeros_like(rows) if need_nodes else None
+        with recompile_limit(64):
+            for start, a, b, dd, valid, n in edge_chunks(src, dst, d, chunked.EDGE_CHUNK):
+                q = _level("first", filt, (gx, grows), a, b, (g, x, a, b, dd, valid, rows, grid, symmetric, need_nodes))
+                gd[start : start + n] = q[:n]
+        ctx.save_for_backward(g, x, d, nodes, src, dst)
+        ctx.options = options
+        ctx.set_materialize_grads(False)
+        return gx, gd, grows
+
+    @staticmethod
+    def backward(ctx, ggx, ggd, ggnodes):  # noqa: ANN001
+        g, x, d, nodes, src, dst = ctx.saved_tensors
+        filt, symmetric, _ = ctx.options
+        if ggnodes is not None:  # a derivative of the weights' gradient: exact, by plain autograd
+            return (*_plain_second(ctx, ggx, ggd, ggnodes), None, None, None)
+        ggx = torch.zeros_like(x) if ggx is None else ggx
+        ggd = torch.zeros_like(d) if ggd is None else ggd
+        rows, grid = nodes, grid_constants(filt, d)
+        dg, dx, dd, drows = torch.zeros_like(g), torch.zeros_like(x), torch.empty_like(d), torch.zeros_like(rows)
+        with recompile_limit(64):
+            for start, a, b, di, valid, n in edge_chunks(src, dst, d, chunked.EDGE_CHUNK):
+                q = _padded(ggd, start, chunked.EDGE_CHUNK)
+                dd_c = _level("second", filt, (dg, dx, drows), a, b,
+                              (ggx, q, g, x, a, b, di, valid, rows, grid, symmetric))
+                dd[start : start + n] = dd_c[:n]
+        return dg, dx, dd, drows, None, None, None
+
+
+def _plain_second(ctx, ggx, ggd, ggnodes):  # noqa: ANN001, ANN202
+    """Level 2 by autograd of the plain level-1 formula (only for derivatives of weight gradients)."""
+    g, x, d, nodes, src, dst = ctx.saved_tensors
+    filt, symmetric, _ = ctx.options
+    with torch.enable_grad():
+        g, x, d, nodes = (t.detach().requires_grad_() for t in (g, x, d, nodes))
+        out = plain_sum(x, src, dst, filt(d, nodes), symmetric)
+        first = torch.autograd.grad(out, (x, d, nodes), g, create_graph=True)
+        pairs = [(f, gg) for f, gg in zip(first, (ggx, ggd, ggnodes)) if gg is not None]
+        return torch.autograd.grad([f for f, _ in pairs], (g, x, d, nodes), [gg for _, gg in pairs],
+                                   allow_unused=True)
+
+
+class GridSum(Aggregation):
+    """The sum through a :class:`GridFilter` rebuilt from the weights at every forward pass, in fused
+    kernels with every derivative a force loss needs in closed form: the training path."""
+
+    def __init__(self, filter: GridFilter) -> None:
+        if not isinstance(filter, GridFilter):
+            raise TypeError(f"GridSum: expected a GridFilter, found {type(filter).__name__}")
+        super().__init__(filter)
+
+    def edge_attr(self, d: Tensor) -> tuple[Tensor, ...]:
+        return (d,)
+
+    def __call__(
+        self, conv: Module, x: Tensor, edge_index: Tensor, edge_attr: tuple[Tensor, ...], symmetric: bool
+    ) -> Tensor:
+        (nodes,) = self.filter.params(conv)  # [G - 1, 4, F], differentiable in the filter weights
+        return _GridSum.apply(x, edge_index[0], edge_index[1], edge_attr[0], nodes, (self.filter, symmetric))
