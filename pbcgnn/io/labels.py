@@ -60,7 +60,8 @@ class Labels:
 
 def _looks_like_label(name: str) -> bool:
     low = name.lower()
-    return any(word in low for word in _LABEL_WORDS) and not low.startswith("n2p2_")
+    # has_forces: pbcgnn's own flag, in files that plain ase.io.write made from frames it read
+    return any(word in low for word in _LABEL_WORDS) and not low.startswith("n2p2_") and low != "has_forces"
 
 
 def take_labels(atoms: Atoms, keys: LabelKeys) -> Labels:

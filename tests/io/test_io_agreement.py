@@ -123,6 +123,19 @@ def test_unread_label_columns_are_warned_about_once(files, caplog):
     assert "forces from nowhere" in message
 
 
+def test_frames_written_by_ase_after_pbcgnn_read_them_raise_no_warning(files, tmp_path, caplog):
+    """ase.io.write keeps the reader's own has_forces flag in the comment line: not a label column."""
+    import ase.io
+
+    frames = read_frames(files / "valid.xyz")
+    ase.io.write(tmp_path / "copy.xyz", frames, format="extxyz")
+    assert "has_forces" in (tmp_path / "copy.xyz").read_text().splitlines()[1]
+    with caplog.at_level(logging.WARNING, logger="pbcgnn.io"):
+        again = read_frames(tmp_path / "copy.xyz")
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(again) == len(frames)
+
+
 def test_named_label_columns(files, caplog):
     (atoms,) = read_frames(files / "ref_labels.xyz", energy_key="REF_energy", forces_key="REF_forces",
                            stress_key="REF_stress")
