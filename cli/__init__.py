@@ -67,10 +67,12 @@ def main(verbose: int, quiet: bool) -> None:
 # Commands register on the group (their heavy imports stay inside their bodies).
 from .analyze import analyze  # noqa: E402
 from .eval import evaluate  # noqa: E402
+from .export import export  # noqa: E402
 from .inspect import inspect  # noqa: E402
+from .ipi import ipi  # noqa: E402
 from .md import md  # noqa: E402
 from .select import select  # noqa: E402
 from .train import train  # noqa: E402
 
-for _command in (train, evaluate, inspect, md, analyze, select):
+for _command in (train, evaluate, inspect, md, ipi, analyze, select, export):
     main.add_command(_command)

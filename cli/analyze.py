@@ -10,8 +10,8 @@ def report(run_dir, out, r_max: float, nbins: int, skip_ps: float) -> None:
 
     s = analyze(run_dir, out, r_max=r_max, nbins=nbins, skip_ps=skip_ps)
     t, d = s["temperature_K"], s["density_g_cm3"]
-    click.echo(f"{s['frames']} frames from {s['time_ps'][0]:g} to {s['time_ps'][1]:g} ps "
-               f"({s['ensemble'] or 'unknown ensemble'}, {s['natoms']} atoms)")
+    run = f"i-PI, {s['ipi_beads']} bead trajectories" if s["ipi_beads"] else s["ensemble"] or "unknown ensemble"
+    click.echo(f"{s['frames']} frames from {s['time_ps'][0]:g} to {s['time_ps'][1]:g} ps ({run}, {s['natoms']} atoms)")
     click.echo(f"  temperature    {t['mean']:.1f} +- {t['std']:.1f} K")
     click.echo(f"  density        {d['mean']:.4f} +- {d['std']:.4f} g/cm^3")
     click.echo(f"  energy drift   {s['energy_drift_mev_per_atom_per_ps']:.4g} meV/atom/ps"
@@ -30,10 +30,15 @@ def report(run_dir, out, r_max: float, nbins: int, skip_ps: float) -> None:
 @click.option("--skip", "skip_ps", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Leave out the first SKIP ps (equilibration).")
 def analyze(run_dir, out, r_max, bins, skip_ps) -> None:
-    """Analyse the MD run in DIR (written by `pbcgnn md`).
+    """Analyse the MD run in DIR (written by `pbcgnn md`, or by i-PI with `pbcgnn ipi` clients).
 
     Writes rdf.csv and rdf.png (every element pair, e.g. O-O, O-H, H-H), thermo.png
     (temperature and energies against time) and analysis.json (mean temperature, density in
     g/cm^3, NVE energy drift in meV/atom/ps).
+
+    An i-PI folder (no thermo.csv) needs i-PI's properties file with step, time, potential,
+    kinetic_cv or kinetic_md, conserved, temperature and volume, and the bead trajectories
+    written by <trajectory format='ase'> positions </trajectory>; its RDFs average over all
+    beads and its drift is that of i-PI's conserved quantity.
     """
     report(run_dir, out, r_max, bins, skip_ps)

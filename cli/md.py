@@ -5,18 +5,14 @@ import click
 
 from pbcgnn.md.config import ENGINES, ENSEMBLES, MDConfig
 
-from .options import data_options
+from .options import model_options, read_structure, structure_options
 
 _C = MDConfig()
 
 
 @click.command()
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
-@click.option("--structure", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="Starting structure (extended XYZ, n2p2 input.data or any ASE format).")
-@click.option("--frame", type=int, default=-1, show_default=True,
-              help="Frame of --structure to start from (-1: the last, e.g. of a previous trajectory.xyz).")
-@data_options
+@structure_options
 @click.option("--repeat", type=click.IntRange(min=1), nargs=3, default=(1, 1, 1), show_default=True,
               help="Replicate the cell, e.g. 2 2 2 for 8x the atoms.")
 @click.option("--engine", type=click.Choice(ENGINES), default=_C.engine, show_default=True)
@@ -44,11 +40,7 @@ _C = MDConfig()
               help="OpenMM platform (Reference keeps positions in double precision).")
 @click.option("--beads", type=click.IntRange(min=1), default=_C.beads, show_default=True,
               help="Ring-polymer beads: path-integral MD (openmm; nvt or nve). 1: classical.")
-@click.option("--tabulate", is_flag=True,
-              help="Tabulated filter networks: energy and forces within 1e-5 of the exact model, faster.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda (for the model).")
-@click.option("--dtype", type=click.Choice(["float32", "float64"]), default=None,
-              help="Model precision [default: as trained]; float64 for long NVE runs.")
+@model_options
 @click.option("--out", type=click.Path(file_okay=False), default="runs/md", show_default=True,
               help="Folder for trajectory.xyz, thermo.csv and run.json.")
 @click.option("--analyze", "do_analyze", is_flag=True, help="Run `pbcgnn analyze` on OUT afterwards.")
@@ -62,8 +54,7 @@ def md(checkpoint, structure, frame, fmt, length_unit, energy_unit, repeat, engi
     ps; energies in eV; temperature in K; volume in A^3) and OUT/run.json (speed in ns/day).
     """
     from pbcgnn.device import resolve_device
-    from pbcgnn.errors import InputError, ensure_writable_dir
-    from pbcgnn.io import read_frames
+    from pbcgnn.errors import ensure_writable_dir
     from pbcgnn.md import run_md
 
     dev = str(resolve_device(device))
@@ -73,11 +64,7 @@ def md(checkpoint, structure, frame, fmt, length_unit, energy_unit, repeat, engi
                       initial_temperature_K=initial_temperature, velocities=velocities, seed=seed,
                       interval=interval, skin=skin, openmm_platform=openmm_platform, beads=beads,
                       tabulate=tabulate).validate()
-    frames = read_frames(structure, format=fmt, length_unit=length_unit, energy_unit=energy_unit,
-                         require_energy=False)
-    if not -len(frames) <= frame < len(frames):
-        raise InputError(f"expected --frame in [{-len(frames)}, {len(frames) - 1}], found {frame}", path=structure)
-    atoms = frames[frame]
+    atoms = read_structure(structure, frame, fmt, length_unit, energy_unit)
     if tuple(repeat) != (1, 1, 1):
         atoms = atoms.repeat(tuple(repeat))
     result = run_md(checkpoint, atoms, config, out, device=dev, dtype=dtype,

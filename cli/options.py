@@ -72,3 +72,35 @@ def label_key_options(f):
 data_paths = click.argument(
     "data", nargs=-1, type=click.Path(exists=True, dir_okay=False, readable=True)
 )
+
+
+def structure_options(f):
+    """``--structure``, ``--frame`` and the data options: the starting structure of ``md`` and ``ipi``."""
+    f = data_options(f)
+    f = click.option("--frame", type=int, default=-1, show_default=True,
+                     help="Frame of --structure to use (-1: the last, e.g. of a previous trajectory.xyz).")(f)
+    f = click.option("--structure", required=True, type=click.Path(exists=True, dir_okay=False),
+                     help="Structure (extended XYZ, n2p2 input.data or any ASE format).")(f)
+    return f
+
+
+def model_options(f):
+    """``--tabulate``, ``--device``, ``--dtype``: how a checkpoint is evaluated (``md``, ``ipi``)."""
+    f = click.option("--dtype", type=click.Choice(["float32", "float64"]), default=None,
+                     help="Model precision [default: as trained]; float64 for long NVE runs.")(f)
+    f = click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda (for the model).")(f)
+    f = click.option("--tabulate", is_flag=True,
+                     help="Tabulated filter networks: energy and forces within 1e-5 of the exact model, faster.")(f)
+    return f
+
+
+def read_structure(structure, frame: int, fmt, length_unit, energy_unit):
+    """Frame ``frame`` of the file ``structure`` (``--structure``/``--frame``), as ``ase.Atoms`` in Angstrom."""
+    from pbcgnn.errors import InputError
+    from pbcgnn.io import read_frames
+
+    frames = read_frames(structure, format=fmt, length_unit=length_unit, energy_unit=energy_unit,
+                         require_energy=False)
+    if not -len(frames) <= frame < len(frames):
+        raise InputError(f"expected --frame in [{-len(frames)}, {len(frames) - 1}], found {frame}", path=structure)
+    return frames[frame]

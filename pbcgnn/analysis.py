@@ -14,11 +14,12 @@ from ase.data import atomic_numbers, chemical_symbols
 
 from .errors import InputError
 from .io import read_frames
+from .md.ipi_output import find_ipi_output, read_ipi_frames, read_ipi_properties
 from .md.output import read_thermo
 from .neighbors import neighbor_list
 from .units import AMU_PER_A3
 
-__all__ = ["rdf", "element_pairs", "energy_drift", "density", "analyze"]
+__all__ = ["rdf", "element_pairs", "energy_drift", "density", "read_run", "analyze"]
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,30 @@ def density(atoms: Atoms) -> float:
     return float(atoms.get_masses().sum() / abs(atoms.cell.volume) * AMU_PER_A3)
 
 
+def read_run(run_dir: str | os.PathLike, skip_ps: float = 0.0) -> tuple[dict[str, np.ndarray], list[Atoms], int | None]:
+    """``(thermo columns, frames at or after skip_ps, i-PI beads)`` of a ``pbcgnn md`` folder
+    (beads None), or of an i-PI run (no ``thermo.csv``; :mod:`pbcgnn.md.ipi_output`): every
+    bead's frames, so the RDF is the path-integral average over beads."""
+    run = Path(run_dir)
+    ipi = None if (run / "thermo.csv").is_file() else find_ipi_output(run)
+    if ipi is not None:
+        properties, trajectories = ipi
+        if not trajectories:
+            raise InputError("no i-PI bead trajectories PREFIX.pos_K.extxyz (<trajectory format='ase'> positions "
+                             "</trajectory>) in the run folder", path=run)
+        thermo = read_ipi_properties(properties)
+        moved = thermo["step"] > 0
+        timestep_ps = float(thermo["time_ps"][moved][0] / thermo["step"][moved][0]) if moved.any() else 0.0
+        return thermo, read_ipi_frames(trajectories, timestep_ps, skip_ps), len(trajectories)
+    thermo = read_thermo(run / "thermo.csv")
+    traj = run / "trajectory.xyz"
+    if not traj.is_file():
+        raise InputError("no trajectory.xyz in the run folder", path=run)
+    frames = [a for a in read_frames(traj, format="extxyz", require_energy=False)
+              if a.info.get("time_ps", 0.0) >= skip_ps]
+    return thermo, frames, None
+
+
 def analyze(
     run_dir: str | os.PathLike,
     out_dir: str | os.PathLike | None = None,
@@ -114,10 +139,12 @@ def analyze(
     skip_ps: float = 0.0,
     plot: bool = True,
 ) -> dict:
-    """Analyse a ``pbcgnn md`` output folder; write ``rdf.csv``, ``rdf.png``, ``thermo.png``
+    """Analyse a ``pbcgnn md`` or i-PI output folder; write ``rdf.csv``, ``rdf.png``, ``thermo.png``
     and ``analysis.json`` to ``out_dir`` (default: ``run_dir``).
 
-    Reads ``thermo.csv``, ``trajectory.xyz`` and (if present) ``run.json`` for the ensemble.
+    Reads ``thermo.csv``, ``trajectory.xyz`` and (if present) ``run.json`` for the ensemble;
+    in a folder without ``thermo.csv``, i-PI's properties file and bead trajectories
+    (:mod:`pbcgnn.md.ipi_output`; the RDFs average over all beads, ``ipi_beads`` says how many).
 
     Args:
         run_dir: the folder ``pbcgnn md`` wrote.
@@ -135,12 +162,7 @@ def analyze(
     run = Path(run_dir)
     out = Path(out_dir) if out_dir is not None else run
     out.mkdir(parents=True, exist_ok=True)
-    thermo = read_thermo(run / "thermo.csv")
-    traj = run / "trajectory.xyz"
-    if not traj.is_file():
-        raise InputError("no trajectory.xyz in the run folder", path=run)
-    frames = [a for a in read_frames(traj, format="extxyz", require_energy=False)
-              if a.info.get("time_ps", 0.0) >= skip_ps]
+    thermo, frames, beads = read_run(run, skip_ps)
     rows = thermo["time_ps"] >= skip_ps
     if not frames or rows.sum() < 2:
         raise InputError(f"fewer than two rows or no frames at or after {skip_ps} ps", path=run)
@@ -161,6 +183,7 @@ def analyze(
     densities = np.array([density(f) for f in frames])  # [F] g/cm^3
     summary = {
         "ensemble": ensemble,
+        "ipi_beads": beads,
         "natoms": natoms,
         "frames": len(frames),
         "skip_ps": skip_ps,

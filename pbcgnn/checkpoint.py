@@ -37,6 +37,7 @@ import socket
 import time
 import uuid
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +49,8 @@ from .errors import InputError, OutputError, first_line
 from .model import SchNet
 from .model.committee import Committee
 
-__all__ = ["FORMAT_VERSION", "UNITS", "save_checkpoint", "read_checkpoint", "checkpoint_config", "load_checkpoint",
-           "model_from_checkpoint", "build_model", "member_state_dict", "combine_checkpoints"]
+__all__ = ["FORMAT_VERSION", "UNITS", "save_checkpoint", "atomic_output", "read_checkpoint", "checkpoint_config",
+           "load_checkpoint", "model_from_checkpoint", "build_model", "member_state_dict", "combine_checkpoints"]
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +64,29 @@ UNITS = {"energy": "eV", "length": "Angstrom"}
 
 
 def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> None:
-    """Write ``checkpoint`` to ``path`` atomically: a temporary file next to it, fsync, rename.
+    """Write ``checkpoint`` to ``path`` atomically (:func:`atomic_output`): a kill or a failed
+    write (full disk, read-only folder) leaves the previous file intact.
 
-    A kill or a failed write (full disk, read-only folder) leaves the previous file intact.
+    Raises:
+        OutputError: the folder or the file cannot be written, naming the path and the reason.
+    """
+    with atomic_output(path, "torch.save") as tmp, open(tmp, "wb") as f:
+        torch.save({"format": FORMAT_VERSION, "version": __version__, "units": UNITS, **checkpoint}, f)
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, writer: str = "write") -> Iterator[Path]:
+    """A fresh temporary file next to ``path`` for the block to write; fsynced and renamed onto
+    ``path`` when the block succeeds, removed when it fails, so ``path`` is never half written.
+
     The file gets the permissions of any other output (``0o666`` less the umask). Temporary
     files that a killed writer left behind for this name are removed first (see
     :func:`_remove_stale_temps`).
+
+    Args:
+        path: the file to write.
+        writer: what writes it, for the message of a ``RuntimeError`` raised in the block
+            (torch's zip writer: "PytorchStreamWriter failed writing file ...").
 
     Raises:
         OutputError: the folder or the file cannot be written, naming the path and the reason.
@@ -79,19 +97,18 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> None
         _remove_stale_temps(path)
         tmp = path.parent / f".{path.name}.{_HOST}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
         # os.open applies the umask (mkstemp would force 0o600).
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666))
     except OSError as err:
         raise OutputError.from_os(err, path) from None
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT_VERSION, "version": __version__, "units": UNITS, **checkpoint}, f)
-            f.flush()
+        yield tmp
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as err:
         raise OutputError.from_os(err, path) from None
-    except RuntimeError as err:  # torch's zip writer: "PytorchStreamWriter failed writing file ..."
-        raise OutputError(path, f"torch.save failed ({first_line(err)})") from None
+    except RuntimeError as err:
+        raise OutputError(path, f"{writer} failed ({first_line(err)})") from None
     finally:
         with contextlib.suppress(OSError):  # gone after the rename; never hide the real error
             tmp.unlink()

@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
         # a resumed run's options are the stored ones, and its budget counts every part: the
         # command is the equivalent uninterrupted run
         "command": explicit_command(last["config"], args.out, model_dir),
+        "architecture": {k: last["config"]["model"][k] for k in OPTIONS["model"] if k != "dtype"},
         "script": script,
         "training": {"wall_s": round(loop["elapsed_s"]), "epochs": len(history),
                      "device": "cuda" if torch.cuda.is_available() else "cpu",
@@ -155,10 +156,11 @@ def ship(record: dict, best: Path) -> dict:
 def readme(r: dict) -> str:
     """data/pretrained/README.md from the record (the regression test checks they agree)."""
     t, reg, tr, d = r["test"], r["regression"]["metrics"], r["training"], r["data"]
+    m = r["architecture"]
     return f"""# Pretrained model: SchNet for revPBE0-D3 liquid water
 
-`{r['model']}` (float32; sha256 `{r['sha256']}`) is pbcgnn's default SchNet (64 features,
-64 filters, 3 interactions, 32 Gaussians, 6 Å cosine cutoff) trained on the Cheng et al.
+`{r['model']}` (float32; sha256 `{r['sha256']}`) is a SchNet ({m['hidden_channels']} features,
+{m['num_filters']} filters, {m['num_interactions']} interactions, {m['num_rbf']} Gaussians, {m['cutoff']:g} Å cosine cutoff) trained on the Cheng et al.
 revPBE0-D3 water frames. Energies in eV, lengths in Å, as every pbcgnn checkpoint.
 
 ## Data
@@ -177,13 +179,16 @@ revPBE0-D3 water frames. Energies in eV, lengths in Å, as every pbcgnn checkpoi
 |---|---|---|---|
 | {t['energy_rmse_mev_per_atom']:.2f} meV/atom | {t['energy_mae_mev_per_atom']:.2f} meV/atom | {t['force_rmse_mev_per_A']:.1f} meV/Å | {t['force_mae_mev_per_A']:.1f} meV/Å |
 
-Published models on this set, for comparison:
+Published models on this set, for comparison (RMSEs as recalled, not verified against the
+papers; all GPU-trained). Their energy errors are quoted **per H2O**; one H2O is 3 atoms:
 
-| model | energy | forces |
-|---|---|---|
-| Behler-Parrinello | about 2.3 meV/atom | about 120 meV/Å |
-| NequIP | 0.9 | 45 |
-| MACE | 0.6 | 36 |
+| model | energy (meV/H2O) | energy (meV/atom) | forces (meV/Å) |
+|---|---|---|---|
+| Behler-Parrinello | about 2-3 | about 0.8 | about 120 |
+| ACE | - | - | about 99 |
+| REANN | - | - | about 53 |
+| NequIP | - | - | about 45 |
+| MACE | - | - | about 36 |
 
 This model had a reduced budget: {tr['wall_s'] / 60:.0f} minutes ({tr['epochs']} epochs) on
 {tr['threads']} CPU thread(s). No GPU was available, and it is not converged.

@@ -1,0 +1,256 @@
+"""`pbcgnn ipi`: a real i-PI server with two clients (PIMD, 4 beads), and every error path against
+ASE's own i-PI server side (``SocketServer``) in a thread."""
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import pytest
+import torch
+from ase.calculators.socketio import SocketServer, actualunixsocketname
+from click.testing import CliRunner
+from pbcgnn.cli import main
+
+from pbcgnn.analysis import analyze
+from pbcgnn.calculator import PbcgnnCalculator
+from pbcgnn.errors import InputError
+from pbcgnn.io import read_frames
+from pbcgnn.md.ipi import IPIConnectionError, serve_ipi
+from pbcgnn.model import SchNet
+from pbcgnn.model.committee import Committee
+from pbcgnn.units import HARTREE
+
+REPO = Path(__file__).resolve().parents[2]
+PRETRAINED = REPO / "data" / "pretrained" / "cheng2019_revpbe0_d3_schnet.pt"
+BEADS, STEPS = 4, 5
+
+INPUT = """<simulation verbosity='low' floatformat='%20.12e'>
+  <output prefix='sim'>
+    <properties stride='1' filename='out'> [ step, time{{picosecond}}, conserved{{ase}}, temperature{{kelvin}},
+      potential{{ase}}, kinetic_cv{{ase}}, volume{{angstrom3}} ] </properties>
+    <trajectory filename='pos' stride='1' format='ase'> positions </trajectory>
+  </output>
+  <total_steps> {steps} </total_steps>
+  <prng><seed> 7 </seed></prng>
+  <ffsocket name='pbcgnn' mode='unix' pbc='false'><address> {address} </address></ffsocket>
+  <system>
+    <initialize nbeads='{beads}'>
+      <file mode='ase'> init.xyz </file>
+      <velocities mode='thermal' units='kelvin'> 300 </velocities>
+    </initialize>
+    <forces><force forcefield='pbcgnn'> </force></forces>
+    <motion mode='dynamics'>
+      <dynamics mode='nvt'>
+        <timestep units='femtosecond'> 0.5 </timestep>
+        <thermostat mode='pile_l'><tau units='femtosecond'> 100 </tau></thermostat>
+      </dynamics>
+    </motion>
+    <ensemble><temperature units='kelvin'> 300 </temperature></ensemble>
+  </system>
+</simulation>
+"""
+
+
+def _address() -> str:
+    return f"pbcgnn-test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="module")
+def water48(bundled_n2p2):
+    """A real 16-H2O box (48 atoms, Angstrom)."""
+    return read_frames(bundled_n2p2)[0]
+
+
+@pytest.fixture
+def water_file(water48, tmp_path):
+    path = tmp_path / "water.xyz"
+    ase.io.write(path, water48, format="extxyz")
+    return path
+
+
+def _served(text: str) -> int:
+    m = re.search(r"(\d+) force requests served", text)
+    assert m, text
+    return int(m.group(1))
+
+
+def _potential_at_step0(path: Path) -> float:
+    """potential{ase} (eV) of the step-0 row of i-PI's properties file."""
+    header = [line for line in path.read_text().splitlines() if line.startswith("#")]
+    column = next(int(re.search(r"column\s+(\d+)", h).group(1)) - 1 for h in header if "potential{ase}" in h)
+    rows = np.loadtxt(path, ndmin=2)
+    return float(rows[rows[:, 0] == 0][0, column])
+
+
+def test_two_clients_serve_a_pimd_run(water48, tmp_path):
+    """i-PI (4 beads, all at one geometry at step 0) with two `pbcgnn ipi` clients: both serve
+    beads, both exit 0 when i-PI ends, and i-PI's step-0 potential is the calculator's energy."""
+    pytest.importorskip("ipi")
+    ipi_script = Path(sys.executable).parent / "i-pi"
+    if not ipi_script.is_file():
+        pytest.skip(f"ipi is installed but {ipi_script} is not")
+    atoms = water48.repeat((2, 2, 1))  # 192 atoms: one client cannot finish the run before the other connects
+    ase.io.write(tmp_path / "init.xyz", atoms, format="extxyz")
+    address = _address()
+    (tmp_path / "input.xml").write_text(INPUT.format(steps=STEPS, beads=BEADS, address=address))
+    client = [sys.executable, "-m", "pbcgnn.cli", "ipi", str(PRETRAINED), "--structure", str(tmp_path / "init.xyz"),
+              "--unix", address, "--device", "cpu"]
+    server = subprocess.Popen([sys.executable, str(ipi_script), "input.xml"], cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    clients = []
+    try:
+        end = time.monotonic() + 60
+        while not Path(actualunixsocketname(address)).exists():
+            assert server.poll() is None and time.monotonic() < end, "i-PI did not open its socket"
+            time.sleep(0.1)
+        clients = [subprocess.Popen(client, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                   for _ in range(2)]
+        logs = [c.communicate(timeout=120)[0] for c in clients]
+        server_log = server.communicate(timeout=60)[0]
+    finally:
+        for proc in [server, *clients]:
+            if proc.poll() is None:
+                proc.kill()
+        Path(actualunixsocketname(address)).unlink(missing_ok=True)
+    assert server.returncode == 0, server_log[-2000:]
+    assert [c.returncode for c in clients] == [0, 0], logs
+    served = [_served(log) for log in logs]
+    assert min(served) > 0 and sum(served) == BEADS * (STEPS + 1), served
+    calc = PbcgnnCalculator.from_checkpoint(PRETRAINED)
+    expected = calc.get_potential_energy(atoms)  # every bead starts at the structure
+    assert abs(_potential_at_step0(tmp_path / "sim.out") - expected) / len(atoms) < 1e-5
+    summary = analyze(tmp_path, tmp_path / "analysis", plot=False)  # i-PI's own files, read back
+    assert summary["ipi_beads"] == BEADS and summary["frames"] == BEADS * (STEPS + 1)
+    assert summary["time_ps"] == pytest.approx([0.0, STEPS * 0.5e-3])
+
+
+# ------------------------------------------------------ ASE's server side as a stand-in for i-PI
+@contextmanager
+def fake_ipi(script):
+    """A listening ASE ``SocketServer`` on a fresh unix socket; ``script(server)`` runs in a thread.
+    Yields ``(address, results)``; ``results`` gets what the script returned or raised."""
+    address = _address()
+    server = SocketServer(unixsocket=address)
+    results: list = []
+
+    def run() -> None:
+        try:
+            results.append(script(server))
+        except Exception as err:  # the client went away: part of the error tests
+            results.append(err)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield address, results
+    finally:
+        thread.join(timeout=30)
+        server.close()
+
+
+def _ends_after_one(atoms):
+    def script(server):
+        out = server.calculate(atoms)
+        server.protocol.end()  # i-PI's EXIT
+        return out
+    return script
+
+
+def _cli(*args):
+    return CliRunner().invoke(main, ["ipi", str(PRETRAINED), *args])
+
+
+def _one_line_error(result, *words):
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output and result.output.count("\n") == 1, result.output
+    assert result.output.startswith("Error: ")
+    for word in words:
+        assert word in result.output, result.output
+
+
+def test_cli_serves_until_exit(water48, water_file):
+    with fake_ipi(_ends_after_one(water48)) as (address, results):
+        result = _cli("--structure", str(water_file), "--unix", address, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert _served(result.output) == 1
+    atoms = water48.copy()
+    atoms.calc = PbcgnnCalculator.from_checkpoint(PRETRAINED)
+    assert results[0]["energy"] == pytest.approx(atoms.get_potential_energy(), abs=1e-6 * len(atoms))
+    np.testing.assert_allclose(results[0]["forces"], atoms.get_forces(), atol=1e-8)
+    virial = -atoms.get_volume() * atoms.get_stress(voigt=False)  # eV; i-PI's sign, as ASE's server reads it
+    np.testing.assert_allclose(results[0]["virial"], virial, atol=1e-8)
+
+
+def test_no_server_is_one_line(water_file):
+    _one_line_error(_cli("--structure", str(water_file), "--unix", _address()),
+                    "no i-PI server listening at unix socket /tmp/ipi_pbcgnn-test-", "socket file does not exist")
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    _one_line_error(_cli("--structure", str(water_file), "--host", "localhost", "--port", str(port)),
+                    f"no i-PI server listening at localhost:{port}", "refused")
+
+
+def test_other_atom_count_is_refused(water48, water_file):
+    with fake_ipi(_ends_after_one(water48.repeat((2, 1, 1)))) as (address, _):
+        result = _cli("--structure", str(water_file), "--unix", address)
+    _one_line_error(result, "i-PI sent 96 atoms, the structure has 48", "positions only", str(water_file))
+
+
+def test_lost_connection_is_one_line(water48, water_file):
+    def script(server):
+        server.calculate(water48)
+        server.close()  # no EXIT: as if i-PI crashed
+    with fake_ipi(script) as (address, _):
+        result = _cli("--structure", str(water_file), "--unix", address)
+    _one_line_error(result, "lost the connection to i-PI", "without ending the run")
+
+
+def test_connection_lost_mid_message_is_one_line(water_file):
+    def script(server):
+        server._accept()
+        server.protocol.sendmsg("POSDATA")  # and then nothing: the positions never come
+        server.close()
+    with fake_ipi(script) as (address, _):
+        result = _cli("--structure", str(water_file), "--unix", address)
+    _one_line_error(result, "lost the connection to i-PI at unix socket", "after 0 requests")
+
+
+def test_address_options_are_checked(water_file):
+    for args in ([], ["--unix", "a", "--port", "31415"], ["--host", "localhost"]):
+        result = _cli("--structure", str(water_file), *args)
+        assert result.exit_code == 2 and "either --unix NAME or --host HOST --port PORT" in result.output
+
+
+def test_unknown_element_is_refused_before_connecting(water48):
+    atoms = water48.copy()
+    atoms.numbers[0] = 29
+    calc = PbcgnnCalculator.from_checkpoint(PRETRAINED)
+    with pytest.raises(InputError, match="Cu not in the model's training set"):
+        serve_ipi(calc, atoms, unixsocket=_address())  # nothing listens: the check comes first
+    with pytest.raises(IPIConnectionError, match="no i-PI server"):
+        serve_ipi(calc, water48, unixsocket=_address())
+
+
+def test_committee_sends_its_spread_as_extras(water48):
+    torch.manual_seed(1)
+    members = [SchNet(16, 16, 1, 8, cutoff=3.5).double() for _ in range(3)]
+    for m in members:
+        torch.nn.init.normal_(m.lin2.weight, std=0.3)
+    calc = PbcgnnCalculator(Committee(members).eval(), skin=0.5)
+    with fake_ipi(_ends_after_one(water48)) as (address, results):
+        assert serve_ipi(calc, water48, unixsocket=address).requests == 1
+    extras = json.loads(bytes(results[0]["morebytes"]).decode())
+    assert extras["energy_std"] == pytest.approx(calc.results["energy_std"], rel=1e-12)
+    np.testing.assert_allclose(extras["forces_std"], calc.results["forces_std"], rtol=1e-12)
+    np.testing.assert_allclose(np.array(extras["committee_pot"]) * HARTREE, calc.results["energies"], rtol=1e-12)

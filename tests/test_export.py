@@ -1,0 +1,338 @@
+"""`pbcgnn export`: the metatomic model is PbcgnnCalculator's function in metatomic's ASE calculator
+and in i-PI's metatomic driver (multi-image 48-atom box, 192-atom Cheng frame, triclinic cell,
+committee mean and ensemble); bad input is one Error line and never damages an existing file."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import subprocess
+import sys
+import time
+import uuid
+import warnings
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from click.testing import CliRunner
+
+from pbcgnn.calculator import PbcgnnCalculator
+from pbcgnn.checkpoint import build_model, combine_checkpoints, load_checkpoint, read_checkpoint, save_checkpoint
+from pbcgnn.cli import main
+from pbcgnn.config import CommitteeConfig, Config
+from pbcgnn.errors import InputError
+from pbcgnn.graph import atoms_to_graph
+from pbcgnn.io import read_frames
+
+pytest.importorskip("metatomic")  # the optional extra: pip install 'pbcgnn[metatomic]'
+from pbcgnn.export import export_metatomic, import_metatomic  # noqa: E402
+
+with warnings.catch_warnings():  # metatensor compiles TorchScript on import: torch.jit.script warnings
+    warnings.filterwarnings("ignore", "`torch.jit.", DeprecationWarning)
+    mta = import_metatomic()  # before metatomic_ase: imports metatensor despite torch_geometric's patch
+    metatomic_ase = pytest.importorskip("metatomic_ase")
+from metatensor.torch import Labels  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+PRETRAINED = REPO / "data" / "pretrained" / "cheng2019_revpbe0_d3_schnet.pt"
+RTOL = 1e-8
+
+#: metatomic models are TorchScript, which torch 2.13 deprecates (torch.jit.script/save/load warn).
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.:DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def box48(bundled_n2p2) -> Atoms:
+    """16 H2O in a 7.82 A cube: with the 6 A cutoff, pairs have several periodic images."""
+    atoms = read_frames(bundled_n2p2)[0]
+    assert len(atoms) == 48 and atoms.cell.lengths()[0] < 2 * 6.0
+    atoms.calc = None
+    return atoms
+
+
+@pytest.fixture(scope="module")
+def model64(tmp_path_factory) -> Path:
+    return export_metatomic(PRETRAINED, tmp_path_factory.mktemp("export") / "model64.pt", dtype="float64")
+
+
+@pytest.fixture(scope="module")
+def committee(tmp_path_factory) -> Path:
+    """A committee checkpoint of the pretrained model and a perturbed copy of it."""
+    ckpt = read_checkpoint(PRETRAINED)
+    config = Config.from_dict(ckpt["config"])
+    other = build_model(config)
+    other.load_state_dict(ckpt["model"])
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.02 * torch.randn(p.shape, generator=generator, dtype=p.dtype))
+    config = dataclasses.replace(config, committee=CommitteeConfig(size=2))
+    members = [ckpt, {**ckpt, "model": other.state_dict()}]
+    path = tmp_path_factory.mktemp("committee") / "best.pt"
+    save_checkpoint(path, combine_checkpoints(config, members, [Path("member_0"), Path("member_1")]))
+    return path
+
+
+def _results(atoms: Atoms, calc) -> dict[str, np.ndarray]:
+    atoms = atoms.copy()
+    atoms.calc = calc
+    return {"energy": np.array(atoms.get_potential_energy()), "forces": atoms.get_forces(),
+            "stress": atoms.get_stress()}
+
+
+def _assert_same(got: dict, expected: dict, rtol: float = RTOL) -> None:
+    for key, ref in expected.items():
+        error = float(np.abs(got[key] - ref).max()) / float(np.abs(ref).max())
+        assert error <= rtol, f"{key}: relative error {error:.2e}"
+
+
+def _metatomic_calc(model: Path):
+    return metatomic_ase.MetatomicCalculator(str(model), check_consistency=True, device="cpu")
+
+
+def _sheared(atoms: Atoms) -> Atoms:
+    """The frame in a triclinic cell: cell and positions sheared together (same fractional coordinates)."""
+    atoms = atoms.copy()
+    shear = np.array([[1.0, 0.0, 0.0], [0.25, 1.0, 0.0], [-0.15, 0.1, 1.0]])
+    atoms.set_cell(shear @ atoms.cell.array, scale_atoms=True)
+    return atoms
+
+
+@pytest.mark.parametrize("frame", ["box48", "triclinic", "cheng192"])
+def test_metatomic_ase_equals_the_pbcgnn_calculator(frame, box48, model64, request):
+    """Energy, forces and stress of the float64 export in metatomic_ase equal PbcgnnCalculator's (float64)."""
+    if frame == "cheng192":
+        shared = request.getfixturevalue("shared_data")
+        atoms = ase.io.read(shared / "cheng2019_h2o_revpbe0_d3" / "cheng2019_h2o_revpbe0_d3.xyz", index=0)
+        atoms.calc = None
+        assert len(atoms) == 192
+    else:
+        atoms = box48 if frame == "box48" else _sheared(box48)
+    expected = _results(atoms, PbcgnnCalculator.from_checkpoint(PRETRAINED, dtype="float64"))
+    _assert_same(_results(atoms, _metatomic_calc(model64)), expected)
+    assert float(np.abs(expected["stress"]).max()) > 0
+
+
+def test_per_atom_energies_and_selected_atoms(box48, model64):
+    """Per-atom energies are the model's; with selected atoms (LAMMPS domains) only theirs are summed."""
+    model, _ = load_checkpoint(PRETRAINED, dtype="float64")
+    graph = atoms_to_graph(box48, model.cutoff)
+    expected = model.atomic_energies(graph.z, graph.pos, graph.edge_index, graph.cell_offsets, graph.cell).detach()
+    calc = _metatomic_calc(model64)
+    per_atom = calc.run_model(box48, {"energy": mta.ModelOutput(unit="eV", sample_kind="atom")})["energy"].block()
+    assert per_atom.samples.names == ["system", "atom"]
+    assert torch.allclose(per_atom.values[:, 0].detach(), expected, rtol=0, atol=1e-10 * float(expected.abs().max()))
+    chosen = torch.arange(0, len(box48), 3)
+    selected = Labels(["system", "atom"], torch.stack([torch.zeros_like(chosen), chosen], 1).to(torch.int32))
+    total = calc.run_model(box48, {"energy": mta.ModelOutput(unit="eV", sample_kind="system")}, selected)
+    assert float(total["energy"].block().values) == pytest.approx(float(expected[chosen].sum()), rel=1e-12)
+
+
+@pytest.fixture(scope="module")
+def committee_model(committee) -> Path:
+    return export_metatomic(committee, committee.parent / "committee.pt", dtype="float64")
+
+
+def test_committee_exports_its_mean_and_its_members(box48, committee, committee_model):
+    """A committee: mean energy, forces and stress as PbcgnnCalculator's; energy_ensemble the members'."""
+    reference = PbcgnnCalculator.from_checkpoint(committee, dtype="float64")
+    expected = _results(box48, reference)
+    calc = _metatomic_calc(committee_model)
+    _assert_same(_results(box48, calc), expected)
+    members = reference.results["energies"]  # [2] eV
+    assert abs(members[0] - members[1]) > 1e-3  # the members differ
+    out = calc.run_model(box48, {"energy_ensemble": mta.ModelOutput(unit="eV", sample_kind="system")})
+    ensemble = out["energy_ensemble"].block().values.detach().numpy()[0]
+    np.testing.assert_allclose(ensemble, members, rtol=1e-12)
+
+
+def test_cli_export_float32_by_default_with_capabilities_and_metadata(box48, tmp_path):
+    """`pbcgnn export` writes a float32 model; engines see its elements, units, range and references."""
+    out = tmp_path / "model.pt"
+    result = CliRunner().invoke(main, ["export", str(PRETRAINED), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "model.pt" in result.output
+    model = mta.load_atomistic_model(str(out))
+    caps = model.capabilities()
+    assert (caps.dtype, caps.length_unit, caps.atomic_types) == ("float32", "angstrom", [1, 8])
+    assert caps.interaction_range == pytest.approx(3 * 6.0)  # 3 interactions of 6 A
+    assert "energy" in caps.outputs and "energy_ensemble" not in caps.outputs
+    assert caps.outputs["energy"].unit == "eV" and set(caps.supported_devices) == {"cpu", "cuda"}
+    (neighbors,) = model.requested_neighbor_lists()
+    assert neighbors.cutoff == pytest.approx(6.0) and neighbors.full_list
+    meta = model.metadata()
+    assert "SchNet" in meta.name and "E0" in meta.description
+    assert "10.1063/1.5019779" in meta.references["architecture"][0]
+    expected = _results(box48, PbcgnnCalculator.from_checkpoint(PRETRAINED, dtype="float64"))
+    _assert_same(_results(box48, _metatomic_calc(out)), expected, rtol=1e-4)  # float32 rounding
+
+
+def test_ipi_metatomic_driver_reads_the_ensemble(box48, committee, committee_model, tmp_path):
+    """i-PI's metatomic driver with energy_ensemble=True: the committee mean as the potential and
+    the members as ``committee_pot`` extras (what <ffcommittee parse_json='true'> reads)."""
+    pytest.importorskip("ipi")
+    from ipi.pes.metatomic import MetatomicDriver
+    from ipi.utils.units import unit_to_internal, unit_to_user
+
+    ase.io.write(tmp_path / "template.xyz", box48, format="extxyz")
+    driver = MetatomicDriver(template=str(tmp_path / "template.xyz"), model=str(committee_model), device="cpu",
+                             energy_ensemble=True)
+    cell = unit_to_internal("length", "angstrom", box48.cell.array.T.copy())  # i-PI: Bohr, vectors as columns
+    energy, _, _, extras = driver.compute(cell, unit_to_internal("length", "angstrom", box48.positions.copy()))
+    reference = PbcgnnCalculator.from_checkpoint(committee, dtype="float64")
+    expected = reference.get_potential_energy(box48.copy())
+    assert unit_to_user("energy", "electronvolt", energy) == pytest.approx(expected, rel=1e-12)
+    members = unit_to_user("energy", "electronvolt", np.array(json.loads(extras)["committee_pot"]))
+    np.testing.assert_allclose(members, reference.results["energies"], rtol=1e-12)
+
+
+def _potential_at_step0(path: Path) -> float:
+    """potential{electronvolt} of the step-0 row of i-PI's properties file."""
+    header = [line for line in path.read_text().splitlines() if line.startswith("#")]
+    column = next(int(re.search(r"column\s+(\d+)", h).group(1)) - 1 for h in header if "potential{electronvolt}" in h)
+    rows = np.loadtxt(path, ndmin=2)
+    return float(rows[rows[:, 0] == 0][0, column])
+
+
+IPI_INPUT = """<simulation verbosity='low' floatformat='%25.16e'>
+  <output prefix='sim'>
+    <properties stride='1' filename='out'> [ step, time{{picosecond}}, potential{{electronvolt}} ] </properties>
+  </output>
+  <total_steps> 3 </total_steps>
+  <prng><seed> 7 </seed></prng>
+  <ffsocket name='metatomic' mode='unix' pbc='false'><address> {address} </address></ffsocket>
+  <system>
+    <initialize nbeads='1'>
+      <file mode='ase'> init.xyz </file>
+      <velocities mode='thermal' units='kelvin'> 300 </velocities>
+    </initialize>
+    <forces><force forcefield='metatomic'> </force></forces>
+    <motion mode='dynamics'>
+      <dynamics mode='nve'><timestep units='femtosecond'> 0.5 </timestep></dynamics>
+    </motion>
+  </system>
+</simulation>
+"""
+
+
+def test_ipi_metatomic_driver_runs_the_export(box48, model64, tmp_path):
+    """i-PI with its own metatomic client (`i-pi-driver-py -m metatomic`) runs 3 NVE steps of the
+    exported model; the step-0 potential (eV, full precision) is PbcgnnCalculator's energy."""
+    pytest.importorskip("ipi")
+    from ase.calculators.socketio import actualunixsocketname
+    from ipi.utils.units import unit_to_internal, unit_to_user
+
+    bindir = Path(sys.executable).parent
+    if not (bindir / "i-pi").is_file() or not (bindir / "i-pi-driver-py").is_file():
+        pytest.skip(f"ipi is installed but its scripts are not in {bindir}")
+    ase.io.write(tmp_path / "init.xyz", box48, format="extxyz")
+    address = f"pbcgnn-export-{uuid.uuid4().hex[:12]}"
+    (tmp_path / "input.xml").write_text(IPI_INPUT.format(address=address))
+    client = [sys.executable, str(bindir / "i-pi-driver-py"), "-u", "-a", address, "-m", "metatomic",
+              "-o", f"template=init.xyz,model={model64},device=cpu"]
+    server = subprocess.Popen([sys.executable, str(bindir / "i-pi"), "input.xml"], cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    driver = None
+    try:
+        end = time.monotonic() + 60
+        while not Path(actualunixsocketname(address)).exists():
+            assert server.poll() is None and time.monotonic() < end, "i-PI did not open its socket"
+            time.sleep(0.1)
+        driver = subprocess.Popen(client, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        server_log = server.communicate(timeout=120)[0]
+        driver_log = driver.communicate(timeout=60)[0]
+    finally:
+        for proc in (server, driver):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+        Path(actualunixsocketname(address)).unlink(missing_ok=True)
+    assert server.returncode == 0, server_log[-2000:]
+    assert driver.returncode == 0, driver_log[-2000:]
+    # What the driver sees: the positions as written (8 decimals), read by i-PI in ASE's Angstrom and
+    # passed to the driver in i-PI's own (8 digits): all lengths scaled by 1 + 1.4e-8 (1e-10 of the energy).
+    start = ase.io.read(tmp_path / "init.xyz")
+    start.set_cell(start.cell * unit_to_user("length", "angstrom", unit_to_internal("length", "ase", 1.0)),
+                   scale_atoms=True)
+    expected = PbcgnnCalculator.from_checkpoint(PRETRAINED, dtype="float64").get_potential_energy(start)
+    assert _potential_at_step0(tmp_path / "sim.out") == pytest.approx(expected, rel=1e-12)
+
+
+# ------------------------------------------------------------------ errors
+def _run(*args: str):
+    return CliRunner().invoke(main, ["export", *args])
+
+
+def _one_error_line(result, *fragments: str) -> None:
+    assert result.exit_code != 0
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines[-1].startswith("Error:") and "Traceback" not in result.output, result.output
+    for fragment in fragments:
+        assert fragment in lines[-1], lines[-1]
+
+
+def test_not_a_checkpoint(tmp_path):
+    bad = tmp_path / "notes.pt"
+    bad.write_text("not a checkpoint\n")
+    result = _run(str(bad), "--out", str(tmp_path / "model.pt"))
+    _one_error_line(result, str(bad), "expected a pbcgnn checkpoint")
+    assert not (tmp_path / "model.pt").exists()
+
+
+def test_metatomic_not_installed(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "metatomic.torch", None)  # `import metatomic.torch` raises ImportError
+    result = _run(str(PRETRAINED), "--out", str(tmp_path / "model.pt"))
+    _one_error_line(result, "export needs metatomic", "pip install 'pbcgnn[metatomic]'")
+
+
+def test_unwritable_out(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    result = _run(str(PRETRAINED), "--out", str(tmp_path / "afile" / "model.pt"))
+    _one_error_line(result, str(tmp_path / "afile"))
+
+
+def test_failed_write_keeps_the_existing_model(tmp_path, monkeypatch):
+    """The writer dies half-way (disk full): the previous --out is untouched, no temporary file is left."""
+    out = tmp_path / "model.pt"
+    out.write_bytes(b"previous model")
+
+    def half_written(module, path, **kwargs) -> None:
+        Path(path).write_bytes(b"PK\x03\x04 partial")
+        raise RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed")
+
+    monkeypatch.setattr(torch.jit, "save", half_written)
+    result = _run(str(PRETRAINED), "--out", str(out))
+    _one_error_line(result, str(out), "file write failed")
+    assert out.read_bytes() == b"previous model"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
+
+
+@pytest.mark.parametrize("args, fragment", [(["--dtype", "float16"], "--dtype"), (["--out", "."], "--out")])
+def test_bad_options(args, fragment):
+    _one_error_line(_run(str(PRETRAINED), *args), fragment)
+
+
+def test_library_refuses_an_unknown_dtype(tmp_path):
+    with pytest.raises(InputError, match="expected a dtype in float32, float64, found 'float16'"):
+        export_metatomic(PRETRAINED, tmp_path / "model.pt", dtype="float16")
+
+
+def test_a_checkpoint_without_elements_is_refused(tmp_path):
+    """The elements become the model's atomic types: a checkpoint that lists none cannot be exported."""
+    ckpt = read_checkpoint(PRETRAINED)
+    del ckpt["elements"]
+    path = tmp_path / "no_elements.pt"
+    save_checkpoint(path, ckpt)
+    _one_error_line(_run(str(path), "--out", str(tmp_path / "model.pt")), str(path), "training elements")
+
+
+def test_the_model_refuses_an_empty_list_of_systems():
+    from pbcgnn.metatomic_model import EnergyModel
+
+    model, _ = load_checkpoint(PRETRAINED)
+    with pytest.raises(ValueError, match="expected at least one system"):
+        EnergyModel([model])([], {"energy": mta.ModelOutput(unit="eV")}, None)
