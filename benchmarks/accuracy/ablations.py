@@ -51,6 +51,8 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "rbf64": ({"num_rbf": 64}, {}),
     "width128": ({"hidden_channels": 128, "num_filters": 128}, {}),
     "interactions6": ({"num_interactions": 6}, {}),
+    "128x4": ({"hidden_channels": 128, "num_filters": 128, "num_interactions": 4}, {}),
+    "128x4+lr1e-3": ({"hidden_channels": 128, "num_filters": 128, "num_interactions": 4}, {"lr": 1e-3}),
     "float64": ({"dtype": "float64"}, {}),
 }
 
