@@ -5,7 +5,7 @@ The force loss of training needs the mixed second derivative of every interactio
 (:class:`~pbcgnn.model.aggregate.AutogradSum`) evaluates the filter network per edge and keeps
 a dozen [E, F] tensors per interaction for the backward of the backward: most of a training
 step is memory traffic over edges. Here the filter network runs on G grid distances
-(a few thousand, against ~10^5 edges per batch), differentiably in its weights; per edge
+(1201 to a 6 A cutoff, against ~10^5 edges per batch), differentiably in its weights; per edge
 :math:`W` is the cubic Hermite interpolant of those values and exact slopes
 (:mod:`pbcgnn.model.aggregate.table`), and every level of differentiation is one fused kernel
 per edge chunk with the derivatives in closed form:
@@ -16,8 +16,9 @@ per edge chunk with the derivatives in closed form:
     \bar d_e = \mathbf{v}_e \cdot W'_e,\ \bar T = \sum_e B(s_e) \otimes \mathbf{v}_e,
 
 with :math:`\mathbf{v}_e = \bar{\mathbf{o}}_i \odot \mathbf{x}_j` (plus the reverse message
-for a symmetric list), :math:`B` the four Hermite basis functions of the position
-:math:`s_e` in its grid interval, and the second level (:func:`_second`) the derivative
+for a symmetric list), :math:`T` the cells (value, difference to the next value, and the two
+slopes of each grid interval), :math:`B` the Hermite basis at the position :math:`s_e` of the
+edge in its interval, and the second level (:func:`_second`) the derivative
 of those three outputs, :math:`W''` included. Nothing of size [E, F] outlives a chunk.
 
 The interpolant differs from the network by :math:`h^4 \max|W^{(4)}| / 384` (values) and
@@ -28,6 +29,7 @@ stress and every parameter gradient of an energy+force loss against plain autogr
 from __future__ import annotations
 
 import math
+
 import torch
 from torch import Tensor
 from torch.nn import Module
@@ -35,8 +37,8 @@ from torch.nn import Module
 from .._torch_compat import executed_inputs, recompile_limit
 from . import chunked
 from .base import Aggregation, Filter, plain_sum
-from .network import NetworkFilter
 from .kernels import edge_chunks, fuse_scatter, grid_constants, run_kernel
+from .network import NetworkFilter
 
 __all__ = ["GRID_SPACING", "GridFilter", "GridSum"]
 

@@ -1,0 +1,224 @@
+"""Time to accuracy (issue 14 item 4): test errors against minutes of training, for pbcgnn,
+SchNetPack and MACE side by side, on the same Cheng split, one CPU thread each.
+
+Usage (from the repository root; see README.md for the venvs and the full run):
+
+    OMP_NUM_THREADS=1 python benchmarks/accuracy/time_to_accuracy.py --minutes 5 15 45 135 \
+        --packages pbcgnn schnetpack mace --out runs/tta --results benchmarks/accuracy/results
+
+* The Cheng frames are split 80/10/10 as ``run.py`` does (seed 0); the split files are written
+  once under ``OUT/splits`` and shared by every package (and by parallel invocations).
+* Each package trains once, one thread, and leaves a model at each budget mark M (minutes of
+  training, wall clock, data preparation excluded):
+
+  - pbcgnn: ``pbcgnn train --max-minutes M``, resumed (``--resume``) from mark to mark. Each
+    stage ends with the final LR anneal of its budget; its ``best.pt`` is the point. A
+    5 -> 15 -> 45 -> 135 run is how a user continues a run, and costs 135 minutes, not 200.
+  - SchNetPack: ``schnetpack_snapshots.py`` (``schnetpack_train.py``, SchNet of the same size),
+    one run of the largest budget; the point is the best model on validation within M.
+  - MACE: ``mace_snapshots.py`` (``mace_run_train``), likewise.
+
+* Every model is scored on the same test frames with pbcgnn's metric definitions (energy per
+  atom, force components): pbcgnn by ``pbcgnn eval``; the peers' own predictions (made in their
+  own venvs) by ``pbcgnn.evaluation.metrics.error_metrics``.
+
+Writes ``RESULTS/time_to_accuracy.json`` (merged with earlier invocations, so packages run in
+parallel invocations collect in one file) and ``RESULTS/time_to_accuracy.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import torch
+from pbcgnn.cli import train as train_command
+
+from pbcgnn.evaluation.metrics import error_metrics
+from pbcgnn.evaluation.predict import Predictions
+
+_spec = importlib.util.spec_from_file_location("accuracy_run", Path(__file__).with_name("run.py"))
+run = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(run)
+
+HERE = Path(__file__).resolve().parent
+PACKAGES = ("pbcgnn", "schnetpack", "mace")
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+#: MACE's model and recipe: a small standard water model (the issue's), batch size and cutoff pbcgnn's.
+MACE_ARGS = ["--name=mace", "--model=MACE", "--num_interactions=2", "--hidden_irreps=32x0e + 32x1o", "--max_L=1",
+             "--correlation=3", "--E0s=average", "--valid_batch_size=8", "--lr=0.01", "--ema", "--ema_decay=0.99",
+             "--amsgrad", "--default_dtype=float32", "--seed=0", "--device=cpu"]
+log = logging.getLogger("time_to_accuracy")
+
+
+def shared_splits(out: Path, seed: int, max_frames: int | None) -> dict[str, Path]:
+    """run.py's Cheng split, written once (into a private folder, then renamed into place); the
+    folder is named by the seed and frame limit, so a changed split is never mistaken for it."""
+    folder = out / "splits" / (f"cheng_seed{seed}" + (f"_{max_frames}frames" if max_frames else ""))
+    if not (folder / "test.xyz").is_file():
+        tmp = out / f"splits.tmp{os.getpid()}"
+        run.write_splits("cheng", run.SETS["cheng"], tmp, seed, max_frames)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            (tmp / "splits" / "cheng").rename(folder)
+        except OSError:  # another invocation was first: use its files
+            pass
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {part: folder / f"{part}.xyz" for part in ("train", "val", "test")}
+
+
+def sizes(pbcgnn_args: list[str]) -> dict:
+    """Width, depth, Gaussians, cutoff and batch size that ``pbcgnn train`` takes from ``pbcgnn_args``."""
+    params = train_command.make_context("train", list(pbcgnn_args)).params
+    return {k: params[k] for k in ("features", "interactions", "rbf", "cutoff", "batch_size")}
+
+
+def call(cmd: list[str], commands: list[str], **kwargs) -> None:
+    """Run ``cmd`` on one thread and record it."""
+    commands.append(shlex.join(cmd))
+    log.info("%s", commands[-1])
+    subprocess.run(cmd, check=True, env=ONE_THREAD, **kwargs)
+
+
+def score(predictions: Path, test: Path, prefix: str) -> dict:
+    """pbcgnn's metrics of a peer's test predictions (``{prefix}energy`` / ``{prefix}forces``)."""
+    ref, pred = ase.io.read(test, index=":"), ase.io.read(predictions, index=":")
+    assert [len(a) for a in ref] == [len(a) for a in pred], f"{predictions} does not match {test}"
+    natoms = np.array([len(a) for a in ref])
+    return error_metrics(Predictions(
+        energy=np.array([a.info[f"{prefix}energy"] for a in pred]), energy_ref=np.array([a.get_potential_energy() for a in ref]),
+        natoms=natoms, forces=np.concatenate([a.arrays[f"{prefix}forces"] for a in pred]),
+        forces_ref=np.concatenate([a.get_forces() for a in ref]), has_forces=np.ones(len(ref), bool),
+        sources=[], structures=[]))
+
+
+def run_pbcgnn(files: dict, out: Path, args) -> dict:
+    """pbcgnn trained in stages, one per mark (``--resume``); each stage's best.pt scored."""
+    commands, points, model = [], [], out / "model"
+    for i, minutes in enumerate(sorted(args.minutes)):
+        call([sys.executable, "-m", "pbcgnn.cli", "train", str(files["train"]), "--val", str(files["val"]),
+              "--out", str(model), "--max-minutes", f"{minutes:g}", "--device", "cpu", "--no-progress",
+              *(["--resume"] if i else []), *args.pbcgnn_args], commands)
+        snap = shutil.copyfile(model / "best.pt", out / f"best_{minutes:g}min.pt")
+        loop = torch.load(model / "last.pt", weights_only=True, map_location="cpu")["train_state"]["loop"]
+        val = [h["val_loss"] for h in loop["history"]]
+        points.append({"minutes": minutes, "epochs": len(val), "best_epoch": int(np.argmin(val)) + 1,
+                       "train_s": round(loop["elapsed_s"], 1), "snapshot": str(snap)})
+    for point in points:
+        folder = out / f"eval_{point['minutes']:g}min"
+        call([sys.executable, "-m", "pbcgnn.cli", "-q", "eval", point["snapshot"], str(files["test"]), "--out",
+              str(folder), "--device", "cpu"], commands, stdout=subprocess.DEVNULL)
+        point.update(json.loads((folder / "metrics.json").read_text())["total"])
+    return {"commands": commands, "points": points}
+
+
+def peer_rows(out: Path, files: dict, prefix: str) -> list[dict]:
+    """A peer's ``snapshots.json``, each point scored on the test frames."""
+    points = json.loads((out / "snapshots.json").read_text())
+    return [{**p, **(score(Path(p["predictions"]), files["test"], prefix) if p["snapshot"] else {})} for p in points]
+
+
+def run_schnetpack(files: dict, out: Path, args) -> dict:
+    """SchNetPack's SchNet of pbcgnn's size, one run in its own venv."""
+    s, commands = sizes(args.pbcgnn_args), []
+    out.mkdir(parents=True, exist_ok=True)
+    call([args.schnetpack_python, str(HERE / "schnetpack_snapshots.py"), "--marks", *map(str, args.minutes),
+          "--out", str(out.resolve()), "--test", str(files["test"].resolve()), "--cutoff", str(s["cutoff"]),
+          "--train", str(files["train"].resolve()), "--val", str(files["val"].resolve()),
+          "--features", str(s["features"]), "--interactions", str(s["interactions"]), "--rbf", str(s["rbf"]),
+          "--batch-size", str(s["batch_size"]), "--device", "cpu"], commands, cwd=out)  # splitting.lock goes to CWD
+    return {"commands": commands, "points": peer_rows(out, files, "SPK_")}
+
+
+def run_mace(files: dict, out: Path, args) -> dict:
+    """MACE (``MACE_ARGS``, ``--mace-args`` last), one run in its own venv."""
+    s, commands = sizes(args.pbcgnn_args), []
+    call([args.mace_python, str(HERE / "mace_snapshots.py"), "--train", str(files["train"]), "--val",
+          str(files["val"]), "--test", str(files["test"]), "--out", str(out), "--minutes", *map(str, args.minutes),
+          "--", *MACE_ARGS, f"--r_max={s['cutoff']}", f"--batch_size={s['batch_size']}", *args.mace_args], commands)
+    return {"commands": commands, "points": peer_rows(out, files, "MACE_")}
+
+
+RUNNERS = {"pbcgnn": run_pbcgnn, "schnetpack": run_schnetpack, "mace": run_mace}
+
+
+def missing_python(package: str, args) -> str | None:
+    """Why ``package`` cannot run here (its venv's python not given or not found), or None."""
+    python = {"schnetpack": args.schnetpack_python, "mace": args.mace_python}.get(package, sys.executable)
+    if not python:
+        return f"no --{package}-python given"
+    return None if Path(python).expanduser().is_file() else f"{python} not found"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--minutes", type=float, nargs="+", default=[5, 15, 45, 135], help="budget marks")
+    p.add_argument("--packages", nargs="+", default=list(PACKAGES), choices=PACKAGES)
+    p.add_argument("--schnetpack-python", default=str(Path("~/spk-venv/bin/python").expanduser()))
+    p.add_argument("--mace-python", default=str(Path("~/mace-venv/bin/python").expanduser()))
+    p.add_argument("--pbcgnn-args", type=shlex.split, default=[],
+                   help="extra `pbcgnn train` options, one string; sizes SchNetPack and MACE too")
+    p.add_argument("--mace-args", type=shlex.split, default=[], help="extra mace_run_train options, one string")
+    p.add_argument("--seed", type=int, default=0, help="split seed (run.py's)")
+    p.add_argument("--max-frames", type=int, default=None, help="use only N frames (smoke runs)")
+    p.add_argument("--out", type=Path, default=Path("runs/time_to_accuracy"), help="splits, models, logs")
+    p.add_argument("--results", type=Path, default=None, help="folder for the JSON and PNG [default: OUT]")
+    args = p.parse_args(argv)
+    args.results = args.results or args.out
+    args.results.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(1)
+    files = shared_splits(args.out, args.seed, args.max_frames)
+    path = args.results / "time_to_accuracy.json"
+    for package in args.packages:
+        reason = missing_python(package, args)
+        row = {"skipped": reason} if reason else RUNNERS[package](files, args.out / package, args)
+        if reason:
+            log.warning("skipping %s: %s", package, reason)
+        results = json.loads(path.read_text()) if path.is_file() else {"packages": {}}  # re-read: parallel runs
+        if not (reason and "points" in results["packages"].get(package, {})):  # never replace results by a skip
+            results["packages"][package] = {**row, "argv": sys.argv[1:] if argv is None else list(argv)}
+        results.update(split={part: len(ase.io.read(f, index=":")) for part, f in files.items()},
+                       data=str(run.SETS["cheng"]), split_seed=args.seed, threads=1,
+                       machine=platform.processor() or platform.machine(), torch=torch.__version__)
+        path.write_text(json.dumps(results, indent=2))
+    results = json.loads(path.read_text())
+    plot(results, args.results / "time_to_accuracy.png")
+    return results
+
+
+def plot(results: dict, path: Path) -> None:
+    """Test force and energy RMSE against minutes of training, log x, one line per package."""
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    for (package, row), style in zip(results["packages"].items(), ("o-", "s--", "^-.")):
+        points = [p for p in row.get("points", []) if "force_rmse_mev_per_A" in p]
+        for ax, key in zip(axes, ("force_rmse_mev_per_A", "energy_rmse_mev_per_atom")):
+            ax.plot([p["minutes"] for p in points], [p[key] for p in points], style, label=package)
+    marks = sorted({p["minutes"] for row in results["packages"].values() for p in row.get("points", [])})
+    for ax, label in zip(axes, ("test force RMSE (meV/Å)", "test energy RMSE (meV/atom)")):
+        ax.set(xscale="log", yscale="log", xlabel="training minutes (1 CPU thread)", ylabel=label)
+        ax.set_xticks(marks, [f"{m:g}" for m in marks])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    axes[0].legend()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    main()
