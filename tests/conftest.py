@@ -2,10 +2,20 @@
 from __future__ import annotations
 
 import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import ase.io
+import numpy as np
 import pytest
 import torch
+from ase import Atoms
 
 REPO = Path(__file__).resolve().parents[1]
 FILES = Path(__file__).resolve().parent / "files"
@@ -49,3 +59,87 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+# ------------------------------------------------------------------ a real i-PI server
+IPI_INPUT = """<simulation verbosity='low' floatformat='%25.16e'>
+  <output prefix='sim'>
+    <properties stride='1' filename='out'> [ {properties} ] </properties>
+    <trajectory filename='pos' stride='1' format='ase'> positions </trajectory>
+  </output>
+  <total_steps> {steps} </total_steps>
+  <prng><seed> 7 </seed></prng>
+  <ffsocket name='client' mode='unix' pbc='false'><address> {address} </address></ffsocket>
+  <system>
+    <initialize nbeads='{beads}'>
+      <file mode='ase'> init.xyz </file>
+      <velocities mode='thermal' units='kelvin'> 300 </velocities>
+    </initialize>
+    <forces><force forcefield='client'> </force></forces>
+    <motion mode='dynamics'>{dynamics}</motion>{ensemble}
+  </system>
+</simulation>
+"""
+NVE = "<dynamics mode='nve'><timestep units='femtosecond'> 0.5 </timestep></dynamics>"
+NVT = ("<dynamics mode='nvt'><timestep units='femtosecond'> 0.5 </timestep>"
+       "<thermostat mode='pile_l'><tau units='femtosecond'> 100 </tau></thermostat></dynamics>")
+
+
+@dataclass
+class IpiRun:
+    """What an i-PI run left: its folder (``sim.out``, ``sim.pos_*``), exit codes and logs."""
+
+    folder: Path
+    server: tuple[int, str]
+    clients: list[tuple[int, str]]
+
+    def potential_at_step0(self, column: str) -> float:
+        """The step-0 value of the ``column`` property (e.g. ``potential{ase}``) in ``sim.out``."""
+        path = self.folder / "sim.out"
+        header = [line for line in path.read_text().splitlines() if line.startswith("#")]
+        index = next(int(re.search(r"column\s+(\d+)", h).group(1)) - 1 for h in header if column in h)
+        rows = np.loadtxt(path, ndmin=2)
+        return float(rows[rows[:, 0] == 0][0, index])
+
+
+@pytest.fixture
+def run_ipi(tmp_path) -> Callable[..., IpiRun]:
+    """``run_ipi(atoms, client, clients=1, steps=3, beads=1, properties=..., nvt=False)`` runs i-PI 3
+    (``pip install 'pbcgnn[ipi]'``; skips without it) in ``tmp_path`` on a fresh unix socket, starts
+    ``clients`` copies of ``client(address)`` (a command line) once the socket exists, and waits for all."""
+    pytest.importorskip("ipi")
+    from ase.calculators.socketio import actualunixsocketname
+
+    ipi = Path(sys.executable).parent / "i-pi"
+    if not ipi.is_file():
+        pytest.skip(f"ipi is installed but {ipi} is not")
+
+    def run(atoms: Atoms, client: Callable[[str], list[str]], clients: int = 1, steps: int = 3, beads: int = 1,
+            properties: str = "step, potential{ase}", nvt: bool = False) -> IpiRun:
+        ase.io.write(tmp_path / "init.xyz", atoms, format="extxyz")
+        address = f"pbcgnn-test-{uuid.uuid4().hex[:12]}"
+        ensemble = "<ensemble><temperature units='kelvin'> 300 </temperature></ensemble>" if nvt else ""
+        (tmp_path / "input.xml").write_text(IPI_INPUT.format(
+            properties=properties, steps=steps, address=address, beads=beads, dynamics=NVT if nvt else NVE,
+            ensemble=ensemble))
+        server = subprocess.Popen([sys.executable, str(ipi), "input.xml"], cwd=tmp_path,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        procs: list[subprocess.Popen] = []
+        try:
+            end = time.monotonic() + 60
+            while not Path(actualunixsocketname(address)).exists():
+                assert server.poll() is None and time.monotonic() < end, "i-PI did not open its socket"
+                time.sleep(0.1)
+            procs = [subprocess.Popen(client(address), cwd=tmp_path, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True) for _ in range(clients)]
+            logs = [p.communicate(timeout=120)[0] for p in procs]
+            server_log = server.communicate(timeout=60)[0]
+        finally:
+            for proc in [server, *procs]:
+                if proc.poll() is None:
+                    proc.kill()
+            Path(actualunixsocketname(address)).unlink(missing_ok=True)
+        return IpiRun(tmp_path, (server.returncode, server_log),
+                      [(p.returncode, log) for p, log in zip(procs, logs)])
+
+    return run

@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
-import subprocess
 import sys
-import time
-import uuid
 import warnings
 from pathlib import Path
 
@@ -19,10 +15,16 @@ import pytest
 import torch
 from ase import Atoms
 from click.testing import CliRunner
+from pbcgnn.cli import main
 
 from pbcgnn.calculator import PbcgnnCalculator
-from pbcgnn.checkpoint import build_model, combine_checkpoints, load_checkpoint, read_checkpoint, save_checkpoint
-from pbcgnn.cli import main
+from pbcgnn.checkpoint import (
+    build_model,
+    combine_checkpoints,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
 from pbcgnn.config import CommitteeConfig, Config
 from pbcgnn.errors import InputError
 from pbcgnn.graph import atoms_to_graph
@@ -190,75 +192,26 @@ def test_ipi_metatomic_driver_reads_the_ensemble(box48, committee, committee_mod
     np.testing.assert_allclose(members, reference.results["energies"], rtol=1e-12)
 
 
-def _potential_at_step0(path: Path) -> float:
-    """potential{electronvolt} of the step-0 row of i-PI's properties file."""
-    header = [line for line in path.read_text().splitlines() if line.startswith("#")]
-    column = next(int(re.search(r"column\s+(\d+)", h).group(1)) - 1 for h in header if "potential{electronvolt}" in h)
-    rows = np.loadtxt(path, ndmin=2)
-    return float(rows[rows[:, 0] == 0][0, column])
-
-
-IPI_INPUT = """<simulation verbosity='low' floatformat='%25.16e'>
-  <output prefix='sim'>
-    <properties stride='1' filename='out'> [ step, time{{picosecond}}, potential{{electronvolt}} ] </properties>
-  </output>
-  <total_steps> 3 </total_steps>
-  <prng><seed> 7 </seed></prng>
-  <ffsocket name='metatomic' mode='unix' pbc='false'><address> {address} </address></ffsocket>
-  <system>
-    <initialize nbeads='1'>
-      <file mode='ase'> init.xyz </file>
-      <velocities mode='thermal' units='kelvin'> 300 </velocities>
-    </initialize>
-    <forces><force forcefield='metatomic'> </force></forces>
-    <motion mode='dynamics'>
-      <dynamics mode='nve'><timestep units='femtosecond'> 0.5 </timestep></dynamics>
-    </motion>
-  </system>
-</simulation>
-"""
-
-
-def test_ipi_metatomic_driver_runs_the_export(box48, model64, tmp_path):
+def test_ipi_metatomic_driver_runs_the_export(box48, model64, run_ipi):
     """i-PI with its own metatomic client (`i-pi-driver-py -m metatomic`) runs 3 NVE steps of the
     exported model; the step-0 potential (eV, full precision) is PbcgnnCalculator's energy."""
-    pytest.importorskip("ipi")
-    from ase.calculators.socketio import actualunixsocketname
     from ipi.utils.units import unit_to_internal, unit_to_user
 
-    bindir = Path(sys.executable).parent
-    if not (bindir / "i-pi").is_file() or not (bindir / "i-pi-driver-py").is_file():
-        pytest.skip(f"ipi is installed but its scripts are not in {bindir}")
-    ase.io.write(tmp_path / "init.xyz", box48, format="extxyz")
-    address = f"pbcgnn-export-{uuid.uuid4().hex[:12]}"
-    (tmp_path / "input.xml").write_text(IPI_INPUT.format(address=address))
-    client = [sys.executable, str(bindir / "i-pi-driver-py"), "-u", "-a", address, "-m", "metatomic",
-              "-o", f"template=init.xyz,model={model64},device=cpu"]
-    server = subprocess.Popen([sys.executable, str(bindir / "i-pi"), "input.xml"], cwd=tmp_path,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    driver = None
-    try:
-        end = time.monotonic() + 60
-        while not Path(actualunixsocketname(address)).exists():
-            assert server.poll() is None and time.monotonic() < end, "i-PI did not open its socket"
-            time.sleep(0.1)
-        driver = subprocess.Popen(client, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        server_log = server.communicate(timeout=120)[0]
-        driver_log = driver.communicate(timeout=60)[0]
-    finally:
-        for proc in (server, driver):
-            if proc is not None and proc.poll() is None:
-                proc.kill()
-        Path(actualunixsocketname(address)).unlink(missing_ok=True)
-    assert server.returncode == 0, server_log[-2000:]
-    assert driver.returncode == 0, driver_log[-2000:]
+    driver = Path(sys.executable).parent / "i-pi-driver-py"
+    if not driver.is_file():
+        pytest.skip(f"ipi is installed but {driver} is not")
+    ipi = run_ipi(box48, lambda address: [sys.executable, str(driver), "-u", "-a", address, "-m", "metatomic",
+                                          "-o", f"template=init.xyz,model={model64},device=cpu"],
+                  properties="step, time{picosecond}, potential{electronvolt}")
+    assert ipi.server[0] == 0, ipi.server[1][-2000:]
+    assert ipi.clients[0][0] == 0, ipi.clients[0][1][-2000:]
     # What the driver sees: the positions as written (8 decimals), read by i-PI in ASE's Angstrom and
     # passed to the driver in i-PI's own (8 digits): all lengths scaled by 1 + 1.4e-8 (1e-10 of the energy).
-    start = ase.io.read(tmp_path / "init.xyz")
+    start = ase.io.read(ipi.folder / "init.xyz")
     start.set_cell(start.cell * unit_to_user("length", "angstrom", unit_to_internal("length", "ase", 1.0)),
                    scale_atoms=True)
     expected = PbcgnnCalculator.from_checkpoint(PRETRAINED, dtype="float64").get_potential_energy(start)
-    assert _potential_at_step0(tmp_path / "sim.out") == pytest.approx(expected, rel=1e-12)
+    assert ipi.potential_at_step0("potential{electronvolt}") == pytest.approx(expected, rel=1e-12)
 
 
 # ------------------------------------------------------------------ errors

@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import re
 import socket
-import subprocess
 import sys
 import threading
-import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +15,7 @@ import ase.io
 import numpy as np
 import pytest
 import torch
-from ase.calculators.socketio import SocketServer, actualunixsocketname
+from ase.calculators.socketio import SocketServer
 from click.testing import CliRunner
 from pbcgnn.cli import main
 
@@ -33,33 +31,6 @@ from pbcgnn.units import HARTREE
 REPO = Path(__file__).resolve().parents[2]
 PRETRAINED = REPO / "data" / "pretrained" / "cheng2019_revpbe0_d3_schnet.pt"
 BEADS, STEPS = 4, 5
-
-INPUT = """<simulation verbosity='low' floatformat='%20.12e'>
-  <output prefix='sim'>
-    <properties stride='1' filename='out'> [ step, time{{picosecond}}, conserved{{ase}}, temperature{{kelvin}},
-      potential{{ase}}, kinetic_cv{{ase}}, volume{{angstrom3}} ] </properties>
-    <trajectory filename='pos' stride='1' format='ase'> positions </trajectory>
-  </output>
-  <total_steps> {steps} </total_steps>
-  <prng><seed> 7 </seed></prng>
-  <ffsocket name='pbcgnn' mode='unix' pbc='false'><address> {address} </address></ffsocket>
-  <system>
-    <initialize nbeads='{beads}'>
-      <file mode='ase'> init.xyz </file>
-      <velocities mode='thermal' units='kelvin'> 300 </velocities>
-    </initialize>
-    <forces><force forcefield='pbcgnn'> </force></forces>
-    <motion mode='dynamics'>
-      <dynamics mode='nvt'>
-        <timestep units='femtosecond'> 0.5 </timestep>
-        <thermostat mode='pile_l'><tau units='femtosecond'> 100 </tau></thermostat>
-      </dynamics>
-    </motion>
-    <ensemble><temperature units='kelvin'> 300 </temperature></ensemble>
-  </system>
-</simulation>
-"""
-
 
 def _address() -> str:
     return f"pbcgnn-test-{uuid.uuid4().hex[:12]}"
@@ -84,52 +55,23 @@ def _served(text: str) -> int:
     return int(m.group(1))
 
 
-def _potential_at_step0(path: Path) -> float:
-    """potential{ase} (eV) of the step-0 row of i-PI's properties file."""
-    header = [line for line in path.read_text().splitlines() if line.startswith("#")]
-    column = next(int(re.search(r"column\s+(\d+)", h).group(1)) - 1 for h in header if "potential{ase}" in h)
-    rows = np.loadtxt(path, ndmin=2)
-    return float(rows[rows[:, 0] == 0][0, column])
-
-
-def test_two_clients_serve_a_pimd_run(water48, tmp_path):
+def test_two_clients_serve_a_pimd_run(water48, run_ipi):
     """i-PI (4 beads, all at one geometry at step 0) with two `pbcgnn ipi` clients: both serve
     beads, both exit 0 when i-PI ends, and i-PI's step-0 potential is the calculator's energy."""
-    pytest.importorskip("ipi")
-    ipi_script = Path(sys.executable).parent / "i-pi"
-    if not ipi_script.is_file():
-        pytest.skip(f"ipi is installed but {ipi_script} is not")
     atoms = water48.repeat((2, 2, 1))  # 192 atoms: one client cannot finish the run before the other connects
-    ase.io.write(tmp_path / "init.xyz", atoms, format="extxyz")
-    address = _address()
-    (tmp_path / "input.xml").write_text(INPUT.format(steps=STEPS, beads=BEADS, address=address))
-    client = [sys.executable, "-m", "pbcgnn.cli", "ipi", str(PRETRAINED), "--structure", str(tmp_path / "init.xyz"),
-              "--unix", address, "--device", "cpu"]
-    server = subprocess.Popen([sys.executable, str(ipi_script), "input.xml"], cwd=tmp_path,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    clients = []
-    try:
-        end = time.monotonic() + 60
-        while not Path(actualunixsocketname(address)).exists():
-            assert server.poll() is None and time.monotonic() < end, "i-PI did not open its socket"
-            time.sleep(0.1)
-        clients = [subprocess.Popen(client, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-                   for _ in range(2)]
-        logs = [c.communicate(timeout=120)[0] for c in clients]
-        server_log = server.communicate(timeout=60)[0]
-    finally:
-        for proc in [server, *clients]:
-            if proc.poll() is None:
-                proc.kill()
-        Path(actualunixsocketname(address)).unlink(missing_ok=True)
-    assert server.returncode == 0, server_log[-2000:]
-    assert [c.returncode for c in clients] == [0, 0], logs
-    served = [_served(log) for log in logs]
+    ipi = run_ipi(atoms, lambda address: [sys.executable, "-m", "pbcgnn.cli", "ipi", str(PRETRAINED), "--structure",
+                                          "init.xyz", "--unix", address, "--device", "cpu"],
+                  clients=2, steps=STEPS, beads=BEADS, nvt=True,
+                  properties="step, time{picosecond}, conserved{ase}, temperature{kelvin}, potential{ase}, "
+                             "kinetic_cv{ase}, volume{angstrom3}")
+    assert ipi.server[0] == 0, ipi.server[1][-2000:]
+    assert [rc for rc, _ in ipi.clients] == [0, 0], ipi.clients
+    served = [_served(log) for _, log in ipi.clients]
     assert min(served) > 0 and sum(served) == BEADS * (STEPS + 1), served
     calc = PbcgnnCalculator.from_checkpoint(PRETRAINED)
     expected = calc.get_potential_energy(atoms)  # every bead starts at the structure
-    assert abs(_potential_at_step0(tmp_path / "sim.out") - expected) / len(atoms) < 1e-5
-    summary = analyze(tmp_path, tmp_path / "analysis", plot=False)  # i-PI's own files, read back
+    assert abs(ipi.potential_at_step0("potential{ase}") - expected) / len(atoms) < 1e-5
+    summary = analyze(ipi.folder, ipi.folder / "analysis", plot=False)  # i-PI's own files, read back
     assert summary["ipi_beads"] == BEADS and summary["frames"] == BEADS * (STEPS + 1)
     assert summary["time_ps"] == pytest.approx([0.0, STEPS * 0.5e-3])
 

@@ -125,17 +125,17 @@ def _combine(basis: Tensor, cell: Tensor) -> Tensor:
     return (basis.unsqueeze(-1) * cell).sum(dim=1)
 
 
-def _forward(x, a, b, d, valid, rows, grid, symmetric: bool):  # noqa: ANN001, ANN202
+def _forward(x, a, b, d, valid, cells, grid, symmetric: bool):  # noqa: ANN001, ANN202
     """Messages of one chunk: x[a] * W to b and x[b] * W to a, [C, F] each (padded edges 0)."""
-    w = _interpolate(d, rows, *grid, order=0)[0] * valid.unsqueeze(-1)
+    w = _interpolate(d, cells, *grid, order=0)[0] * valid.unsqueeze(-1)
     return x.index_select(0, a) * w, x.index_select(0, b) * w if symmetric else None
 
 
-def _first(g, x, a, b, d, valid, rows, grid, symmetric: bool, tables: bool):  # noqa: ANN001, ANN202
+def _first(g, x, a, b, d, valid, cells, grid, symmetric: bool, cell_grads: bool):  # noqa: ANN001, ANN202
     """First derivatives of one chunk from dL/do ``g``: dL/dx at a (and b) [C, F], dL/dd [C],
-    dL/dT [C, 4, F] (``None`` unless ``tables``) and the intervals it belongs to (:func:`_interpolate`'s
+    dL/dT [C, 4, F] (``None`` unless ``cell_grads``) and the intervals it belongs to (:func:`_interpolate`'s
     ``base``)."""
-    w, base, cell, basis, (dbasis,) = _interpolate(d, rows, *grid, order=1)
+    w, base, cell, basis, (dbasis,) = _interpolate(d, cells, *grid, order=1)
     valid = valid.unsqueeze(-1)
     w, basis = w * valid, basis * valid
     dw = _combine(dbasis * valid, cell)  # [C, F] dW/dd
@@ -146,14 +146,14 @@ def _first(g, x, a, b, d, valid, rows, grid, symmetric: bool, tables: bool):  # 
         g_a = g.index_select(0, a)
         v = torch.addcmul(v, g_a, x.index_select(0, b))
         at_b = g_a * w
-    t = basis.unsqueeze(-1) * v.unsqueeze(1) if tables else None
+    t = basis.unsqueeze(-1) * v.unsqueeze(1) if cell_grads else None
     return g_b * w, at_b, (v * dw).sum(dim=1), t, base
 
 
-def _second(ggx, ggd, g, x, a, b, d, valid, rows, grid, symmetric: bool):  # noqa: ANN001, ANN202
+def _second(ggx, ggd, g, x, a, b, d, valid, cells, grid, symmetric: bool):  # noqa: ANN001, ANN202
     """Second level of one chunk, from dL/d(first outputs) ``ggx`` [N, F] and ``ggd`` [C]:
-    dL/dg at b (and a), dL/dx at a (and b) [C, F], dL/dd [C], dL/dT [C, 4, F] and its rows."""
-    w, base, cell, basis, (db, ddb) = _interpolate(d, rows, *grid, order=2)
+    dL/dg at b (and a), dL/dx at a (and b) [C, F], dL/dd [C], dL/dT [C, 4, F] and their intervals."""
+    w, base, cell, basis, (db, ddb) = _interpolate(d, cells, *grid, order=2)
     valid = valid.unsqueeze(-1)
     w, basis, db, ddb = w * valid, basis * valid, db * valid, ddb * valid
     dw, ddw = _combine(db, cell), _combine(ddb, cell)  # [C, F] W', W''
@@ -183,10 +183,10 @@ def _add_at(out: Tensor, i: Tensor, at_i: Tensor, j: Tensor, at_j: Tensor | None
         out.index_add_(0, j, at_j)
 
 
-def _add_rows(grad: Tensor | None, k: Tensor, rows_c: Tensor | None) -> None:
+def _add_cells(grad: Tensor | None, k: Tensor, cells_c: Tensor | None) -> None:
     """Scatter [C, 4, F] contributions into the cells' gradient [G - 1, 4, F] at intervals ``k`` (if given)."""
-    if grad is not None and rows_c is not None:
-        grad.index_add_(0, k, rows_c)
+    if grad is not None and cells_c is not None:
+        grad.index_add_(0, k, cells_c)
 
 
 # Scatters of each level; inside the compiled kernels where that is faster (fuse_scatter).
@@ -194,31 +194,31 @@ def _scatter_forward(out, a, b, res) -> None:  # noqa: ANN001
     _add_at(out, b, res[0], a, res[1])
 
 
-def _scatter_first(gx, grows, a, b, res):  # noqa: ANN001, ANN202
+def _scatter_first(gx, gcells, a, b, res):  # noqa: ANN001, ANN202
     at_a, at_b, gd, t, base = res
     _add_at(gx, a, at_a, b, at_b)
-    _add_rows(grows, base, t)
+    _add_cells(gcells, base, t)
     return gd
 
 
-def _scatter_second(dg, dx, drows, a, b, res):  # noqa: ANN001, ANN202
+def _scatter_second(dg, dx, dcells, a, b, res):  # noqa: ANN001, ANN202
     dg_b, dg_a, dx_a, dx_b, dd, t, base = res
     _add_at(dg, b, dg_b, a, dg_a)
     _add_at(dx, a, dx_a, b, dx_b)
-    _add_rows(drows, base, t)
+    _add_cells(dcells, base, t)
     return dd
 
 
-def _forward_fused(out, x, a, b, d, valid, rows, grid, symmetric: bool) -> None:  # noqa: ANN001
-    _scatter_forward(out, a, b, _forward(x, a, b, d, valid, rows, grid, symmetric))
+def _forward_fused(out, x, a, b, d, valid, cells, grid, symmetric: bool) -> None:  # noqa: ANN001
+    _scatter_forward(out, a, b, _forward(x, a, b, d, valid, cells, grid, symmetric))
 
 
-def _first_fused(gx, grows, g, x, a, b, d, valid, rows, grid, symmetric: bool, tables: bool):  # noqa: ANN001, ANN202
-    return _scatter_first(gx, grows, a, b, _first(g, x, a, b, d, valid, rows, grid, symmetric, tables))
+def _first_fused(gx, gcells, g, x, a, b, d, valid, cells, grid, symmetric: bool, cell_grads: bool):  # noqa: ANN001, ANN202
+    return _scatter_first(gx, gcells, a, b, _first(g, x, a, b, d, valid, cells, grid, symmetric, cell_grads))
 
 
-def _second_fused(dg, dx, drows, ggx, q, g, x, a, b, d, valid, rows, grid, symmetric: bool):  # noqa: ANN001, ANN202
-    return _scatter_second(dg, dx, drows, a, b, _second(ggx, q, g, x, a, b, d, valid, rows, grid, symmetric))
+def _second_fused(dg, dx, dcells, ggx, q, g, x, a, b, d, valid, cells, grid, symmetric: bool):  # noqa: ANN001, ANN202
+    return _scatter_second(dg, dx, dcells, a, b, _second(ggx, q, g, x, a, b, d, valid, cells, grid, symmetric))
 
 
 _LEVELS = {"forward": (_forward, _forward_fused, _scatter_forward),
@@ -245,73 +245,73 @@ class _GridSum(torch.autograd.Function):
     """Level 0: the sum; its backward is :class:`_GridFirst`, itself differentiable."""
 
     @staticmethod
-    def forward(ctx, x, src, dst, d, nodes, options):  # noqa: ANN001
+    def forward(ctx, x, src, dst, d, cells, options):  # noqa: ANN001
         filt, symmetric = options
-        rows, grid = nodes, grid_constants(filt, d)  # [G - 1, 4, F]
+        grid = grid_constants(filt, d)
         out = torch.zeros_like(x)
         with recompile_limit(64):
             for _, a, b, dd, valid, _ in edge_chunks(src, dst, d, chunked.EDGE_CHUNK):
-                _level("forward", filt, (out,), a, b, (x, a, b, dd, valid, rows, grid, symmetric))
-        ctx.save_for_backward(x, src, dst, d, nodes)
+                _level("forward", filt, (out,), a, b, (x, a, b, dd, valid, cells, grid, symmetric))
+        ctx.save_for_backward(x, src, dst, d, cells)
         ctx.options = options
         return out
 
     @staticmethod
     def backward(ctx, grad_out):  # noqa: ANN001
-        x, src, dst, d, nodes = ctx.saved_tensors
-        # forces reach x and d only: the node gradients (the weights') are skipped then
-        need_nodes = executed_inputs(ctx.needs_input_grad, [0, 1, 2, 3, 4])[4]
-        gx, gd, gnodes = _GridFirst.apply(grad_out, x, d, nodes, src, dst, (*ctx.options, need_nodes))
-        return gx, None, None, gd, gnodes, None
+        x, src, dst, d, cells = ctx.saved_tensors
+        # forces reach x and d only: the cells' gradients (the weights') are skipped then
+        need_cells = executed_inputs(ctx.needs_input_grad, [0, 1, 2, 3, 4])[4]
+        gx, gd, gcells = _GridFirst.apply(grad_out, x, d, cells, src, dst, (*ctx.options, need_cells))
+        return gx, None, None, gd, gcells, None
 
 
 class _GridFirst(torch.autograd.Function):
-    """Level 1: dL/dx, dL/dd and dL/dnodes of the sum; its backward (level 2) in closed form."""
+    """Level 1: dL/dx, dL/dd and dL/dcells of the sum; its backward (level 2) in closed form."""
 
     @staticmethod
-    def forward(ctx, g, x, d, nodes, src, dst, options):  # noqa: ANN001
-        filt, symmetric, need_nodes = options
-        rows, grid = nodes, grid_constants(filt, d)
+    def forward(ctx, g, x, d, cells, src, dst, options):  # noqa: ANN001
+        filt, symmetric, need_cells = options
+        grid = grid_constants(filt, d)
         gx, gd = torch.zeros_like(x), torch.empty_like(d)
-        grows = torch.zeros_like(rows) if need_nodes else None
+        gcells = torch.zeros_like(cells) if need_cells else None
         with recompile_limit(64):
             for start, a, b, dd, valid, n in edge_chunks(src, dst, d, chunked.EDGE_CHUNK):
-                q = _level("first", filt, (gx, grows), a, b, (g, x, a, b, dd, valid, rows, grid, symmetric, need_nodes))
+                q = _level("first", filt, (gx, gcells), a, b, (g, x, a, b, dd, valid, cells, grid, symmetric, need_cells))
                 gd[start : start + n] = q[:n]
-        ctx.save_for_backward(g, x, d, nodes, src, dst)
+        ctx.save_for_backward(g, x, d, cells, src, dst)
         ctx.options = options
         ctx.set_materialize_grads(False)
-        return gx, gd, grows
+        return gx, gd, gcells
 
     @staticmethod
-    def backward(ctx, ggx, ggd, ggnodes):  # noqa: ANN001
-        g, x, d, nodes, src, dst = ctx.saved_tensors
+    def backward(ctx, ggx, ggd, ggcells):  # noqa: ANN001
+        g, x, d, cells, src, dst = ctx.saved_tensors
         filt, symmetric, _ = ctx.options
-        if ggnodes is not None:  # a derivative of the weights' gradient: exact, by plain autograd
-            return (*_plain_second(ctx, ggx, ggd, ggnodes), None, None, None)
+        if ggcells is not None:  # a derivative of the weights' gradient: exact, by plain autograd
+            return (*_plain_second(ctx, ggx, ggd, ggcells), None, None, None)
         ggx = torch.zeros_like(x) if ggx is None else ggx
         ggd = torch.zeros_like(d) if ggd is None else ggd
-        rows, grid = nodes, grid_constants(filt, d)
-        dg, dx, dd, drows = torch.zeros_like(g), torch.zeros_like(x), torch.empty_like(d), torch.zeros_like(rows)
+        grid = grid_constants(filt, d)
+        dg, dx, dd, dcells = torch.zeros_like(g), torch.zeros_like(x), torch.empty_like(d), torch.zeros_like(cells)
         with recompile_limit(64):
             for start, a, b, di, valid, n in edge_chunks(src, dst, d, chunked.EDGE_CHUNK):
                 q = _padded(ggd, start, chunked.EDGE_CHUNK)
-                dd_c = _level("second", filt, (dg, dx, drows), a, b,
-                              (ggx, q, g, x, a, b, di, valid, rows, grid, symmetric))
+                dd_c = _level("second", filt, (dg, dx, dcells), a, b,
+                              (ggx, q, g, x, a, b, di, valid, cells, grid, symmetric))
                 dd[start : start + n] = dd_c[:n]
-        return dg, dx, dd, drows, None, None, None
+        return dg, dx, dd, dcells, None, None, None
 
 
-def _plain_second(ctx, ggx, ggd, ggnodes):  # noqa: ANN001, ANN202
+def _plain_second(ctx, ggx, ggd, ggcells):  # noqa: ANN001, ANN202
     """Level 2 by autograd of the plain level-1 formula (only for derivatives of weight gradients)."""
-    g, x, d, nodes, src, dst = ctx.saved_tensors
+    g, x, d, cells, src, dst = ctx.saved_tensors
     filt, symmetric, _ = ctx.options
     with torch.enable_grad():
-        g, x, d, nodes = (t.detach().requires_grad_() for t in (g, x, d, nodes))
-        out = plain_sum(x, src, dst, filt(d, nodes), symmetric)
-        first = torch.autograd.grad(out, (x, d, nodes), g, create_graph=True)
-        pairs = [(f, gg) for f, gg in zip(first, (ggx, ggd, ggnodes)) if gg is not None]
-        return torch.autograd.grad([f for f, _ in pairs], (g, x, d, nodes), [gg for _, gg in pairs],
+        g, x, d, cells = (t.detach().requires_grad_() for t in (g, x, d, cells))
+        out = plain_sum(x, src, dst, filt(d, cells), symmetric)
+        first = torch.autograd.grad(out, (x, d, cells), g, create_graph=True)
+        pairs = [(f, gg) for f, gg in zip(first, (ggx, ggd, ggcells)) if gg is not None]
+        return torch.autograd.grad([f for f, _ in pairs], (g, x, d, cells), [gg for _, gg in pairs],
                                    allow_unused=True)
 
 
@@ -330,5 +330,5 @@ class GridSum(Aggregation):
     def __call__(
         self, conv: Module, x: Tensor, edge_index: Tensor, edge_attr: tuple[Tensor, ...], symmetric: bool
     ) -> Tensor:
-        (nodes,) = self.filter.params(conv)  # [G - 1, 4, F], differentiable in the filter weights
-        return _GridSum.apply(x, edge_index[0], edge_index[1], edge_attr[0], nodes, (self.filter, symmetric))
+        (cells,) = self.filter.params(conv)  # [G - 1, 4, F], differentiable in the filter weights
+        return _GridSum.apply(x, edge_index[0], edge_index[1], edge_attr[0], cells, (self.filter, symmetric))
