@@ -59,7 +59,9 @@ def bundled_data() -> Path:
 @click.option("--seed", type=int, default=_T.seed, show_default=True)
 @click.option("--device", default=_T.device, show_default=True, help="auto, cpu or cuda.")
 @click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True), default=_T.max_minutes,
-              help="Stop after this wall-clock time.")
+              help="Stop after this wall-clock time, resumed parts included (the schedule's budget).")
+@click.option("--stop-after", type=click.FloatRange(min=0, min_open=True), default=_T.stop_after, metavar="MINUTES",
+              help="Pause after MINUTES of this invocation, schedule untouched; --resume continues the run.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=_D.cache_dir,
               help="Cache processed graphs here [default: in memory].")
 @click.option("--init-from", type=click.Path(exists=True, dir_okay=False), default=_X.init_from,
@@ -98,6 +100,10 @@ def train(ctx, data, out, resume, progress, **options) -> None:
     result = fit(config, out, resume=resume, progress=progress)  # validates (after taking the architecture)
     m = result.metrics
     members = {rec["member"] for rec in result.history if "member" in rec}
+    if result.stopped == "paused":
+        click.echo(f"paused (--stop-after) after {len(result.history)} epochs; continue with "
+                   f"`pbcgnn train --out {out} --resume` (and the same --epochs/--max-minutes)")
+        return
     if members:  # a committee (also when resumed without --committee)
         click.echo(f"committee of {len(members)} trained ({result.stopped})")
     else:

@@ -137,6 +137,10 @@ class TrainConfig:
     Attributes:
         max_minutes: stop after this wall-clock time, resumed parts included (``None``: no
             limit). A run limited by time is not bit-reproducible across machines; epochs are.
+        stop_after: pause after this many wall-clock minutes of this invocation (at the end of
+            an epoch, ``last.pt`` saved), leaving the schedule, which follows ``epochs`` and
+            ``max_minutes``, untouched: ``--resume`` continues the run as if it had not stopped.
+            For runs longer than a sitting; not stored for the resumed part.
         patience: early stop after this many epochs without a better validation loss.
         lr_schedule: ``cosine`` decays the learning rate from ``lr`` to ``min_lr`` along half a
             cosine over the run's budget, step by step: the progress is the larger of the
@@ -174,6 +178,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     max_minutes: float | None = None
+    stop_after: float | None = None
 
     def validate(self) -> None:
         _check(self.epochs >= 1, f"expected epochs >= 1, found {self.epochs}")
@@ -190,6 +195,7 @@ class TrainConfig:
         _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
                f"expected device auto, cpu or cuda, found {self.device!r}")
         _check(self.max_minutes is None or self.max_minutes > 0, "expected max_minutes > 0")
+        _check(self.stop_after is None or self.stop_after > 0, "expected stop_after > 0")
 
 
 @dataclass(frozen=True)

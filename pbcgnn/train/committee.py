@@ -51,6 +51,8 @@ def _fit_members(config: Config, out: Path, resume: bool, progress: bool,
         if again:
             member, saved = resumed_config(member, member_dir)
         results.append(fit_model(member.validate(), member_dir, saved=saved, progress=progress, datasets=datasets))
+        if results[-1].stopped == "paused":  # --stop-after: the rest waits for --resume
+            break
     return results
 
 
@@ -62,7 +64,8 @@ def fit_committee(config: Config, out_dir, *, resume: bool = False, progress: bo
     :func:`member_config`; all members share the training/validation split. ``out_dir/best.pt``
     combines the members' ``best.pt`` and ``out_dir/last.pt`` their ``last.pt``; both load as a
     :class:`pbcgnn.model.Committee`. Their ``metrics`` are the committee mean's validation errors
-    and the spread calibration. ``train.max_minutes`` applies to each member.
+    and the spread calibration. ``train.max_minutes`` applies to each member; ``train.stop_after``
+    to each member's part, and a paused member pauses the committee (``stopped`` is ``paused``).
 
     Args:
         config: validated committee config (``committee.size`` > 1).
@@ -80,6 +83,9 @@ def fit_committee(config: Config, out_dir, *, resume: bool = False, progress: bo
                                           "train_state": {"committee_size": n}})
     datasets = datasets if datasets is not None else load_datasets(config)
     results = _fit_members(config, out, resume, progress, datasets)
+    history = [{**rec, "member": k} for k, r in enumerate(results) for rec in r.history]
+    if results[-1].stopped == "paused":  # nothing to combine yet; the marker last.pt resumes it
+        return FitResult(results[-1].best, results[-1].last, results[-1].metrics, history, "paused")
     dirs = [out / f"member_{k}" for k in range(n)]
     device = resolve_device(config.train.device)
     metrics = {}
@@ -93,6 +99,5 @@ def fit_committee(config: Config, out_dir, *, resume: bool = False, progress: bo
     log.info("committee of %d: val E RMSE %.3f meV/atom, F RMSE %.1f meV/A; spread vs error Spearman "
              "energy %.2f, forces %.2f", n, m["energy_rmse_mev_per_atom"], m["force_rmse_mev_per_A"],
              m["spearman_energy"], m["spearman_forces"])
-    history = [{**rec, "member": k} for k, r in enumerate(results) for rec in r.history]
     stopped = "; ".join(f"member {k}: {r.stopped}" for k, r in enumerate(results))
     return FitResult(out / "best.pt", out / "last.pt", metrics["best"], history, stopped)

@@ -31,13 +31,13 @@ log = logging.getLogger(__name__)
 
 
 def resumed_config(config: Config, out: Path) -> tuple[Config, dict[str, Any]]:
-    """The config stored in ``out/last.pt``, with this call's ``epochs`` and ``max_minutes``, and
-    its ``train_state``."""
+    """The config stored in ``out/last.pt``, with this call's ``epochs``, ``max_minutes`` and
+    ``stop_after``, and its ``train_state``."""
     ckpt = read_checkpoint(out / "last.pt")
     if "train_state" not in ckpt:
         raise InputError("checkpoint has no training state to resume from", path=out / "last.pt")
     stored = Config.from_dict(ckpt["config"])
-    config = stored.replace(train={"epochs": config.train.epochs, "max_minutes": config.train.max_minutes})
+    config = stored.replace(train={k: getattr(config.train, k) for k in ("epochs", "max_minutes", "stop_after")})
     return config, ckpt["train_state"]
 
 
@@ -64,6 +64,11 @@ def _validation_force_weight(tc: TrainConfig, train_set: FrameDataset) -> float:
 
 def _out_of_budget(tc: TrainConfig, state: TrainState) -> bool:
     return tc.max_minutes is not None and state.elapsed_s > 60 * tc.max_minutes
+
+
+def _sitting_over(tc: TrainConfig, seconds: float) -> bool:
+    """This invocation has trained ``stop_after`` minutes: pause (the schedule is not touched)."""
+    return tc.stop_after is not None and seconds > 60 * tc.stop_after
 
 
 def fit_model(config: Config, out: Path, *, saved: dict[str, Any] | None = None, progress: bool = True,
@@ -127,6 +132,9 @@ def fit_model(config: Config, out: Path, *, saved: dict[str, Any] | None = None,
             break
         if _out_of_budget(tc, state):
             stopped = "time limit"
+            break
+        if _sitting_over(tc, state.elapsed_s - elapsed_before) and state.epoch < tc.epochs:
+            stopped = "paused"
             break
     bar.close()
     if writer is not None:

@@ -36,7 +36,8 @@ def fit(
 
     Args:
         config: options (validated here); when resuming, the options stored in ``last.pt`` are
-            used and only ``train.epochs`` and ``train.max_minutes`` may differ.
+            used and only ``train.epochs``, ``train.max_minutes`` and ``train.stop_after`` may
+            differ.
         out_dir: output folder (created).
         resume: continue from ``out_dir/last.pt``; reaches the same weights as an
             uninterrupted run with the same seed (on the same device).

@@ -77,8 +77,13 @@ def test_resume_matches_uninterrupted(tmp_path, bundled_n2p2):
     assert run("train", bundled_n2p2, "--epochs", "3", "--out", tmp_path / "a", *TINY).exit_code == 0
     assert run("train", bundled_n2p2, "--epochs", "1", "--out", tmp_path / "b", *TINY).exit_code == 0
     assert run("train", "--resume", "--epochs", "3", "--out", tmp_path / "b", *TINY).exit_code == 0
-    a, b = read_checkpoint(tmp_path / "a" / "last.pt"), read_checkpoint(tmp_path / "b" / "last.pt")
-    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    paused = run("train", bundled_n2p2, "--epochs", "3", "--stop-after", "1e-6", "--out", tmp_path / "c", *TINY)
+    assert paused.exit_code == 0 and "paused (--stop-after) after 1 epochs" in paused.output, paused.output
+    assert run("train", "--resume", "--epochs", "3", "--out", tmp_path / "c", *TINY).exit_code == 0
+    a = read_checkpoint(tmp_path / "a" / "last.pt")
+    for other in ("b", "c"):
+        b = read_checkpoint(tmp_path / other / "last.pt")
+        assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"]), other
 
 
 @pytest.mark.parametrize("command", ["inspect", "train"])

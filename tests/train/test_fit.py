@@ -92,6 +92,23 @@ def test_resume_reaches_the_same_weights(bundled_n2p2, tmp_path):
         assert torch.equal(a["model"][key], b["model"][key]), key
 
 
+@pytest.mark.usefixtures("one_thread")
+def test_paused_run_resumes_bit_exactly_through_the_anneal(bundled_n2p2, tmp_path):
+    """--stop-after ends a sitting, not the schedule: a run paused after every epoch and resumed
+    each time equals the uninterrupted run, final anneal included."""
+    config = tiny_config(bundled_n2p2, epochs=4, anneal=0.5)
+    whole = fit(config, tmp_path / "whole", progress=False)
+    sitting = config.replace(train={"stop_after": 1e-6})  # one epoch per invocation
+    stops = [fit(sitting, tmp_path / "split", resume=i > 0, progress=False).stopped for i in range(4)]
+    assert stops == ["paused", "paused", "paused", "epochs"]
+    a, b = read_checkpoint(whole.last), read_checkpoint(tmp_path / "split" / "last.pt")
+    assert [h["lr"] for h in a["train_state"]["loop"]["history"]] == [h["lr"] for h in b["train_state"]["loop"]["history"]]
+    for key in a["train_state"]["model"]:
+        assert torch.equal(a["train_state"]["model"][key], b["train_state"]["model"][key]), key
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+
+
 def test_resume_without_last_is_an_input_error(tmp_path, bundled_n2p2):
     with pytest.raises(InputError, match="no such checkpoint"):
         fit(tiny_config(bundled_n2p2), tmp_path, resume=True, progress=False)

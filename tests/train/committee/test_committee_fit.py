@@ -58,6 +58,23 @@ def test_committee_resume_reaches_the_same_weights(water48_file, helpers, tmp_pa
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
 
 
+@pytest.mark.usefixtures("one_thread")
+def test_paused_committee_resumes_to_the_same_weights(water48_file, helpers, tmp_path):
+    """--stop-after pauses the committee inside a member (nothing combined yet); resumed sitting by
+    sitting it reaches the uninterrupted committee's weights."""
+    config = helpers.config(water48_file, size=2, epochs=2)
+    whole = fit(config, tmp_path / "whole", progress=False)
+    sitting = config.replace(train={"stop_after": 1e-6})  # one epoch per invocation
+    first = fit(sitting, tmp_path / "split", progress=False)
+    assert first.stopped == "paused" and len(first.history) == 1
+    assert not (tmp_path / "split" / "best.pt").exists() and not (tmp_path / "split" / "member_1").exists()
+    stops = [fit(sitting, tmp_path / "split", resume=True, progress=False).stopped for _ in range(2)]
+    assert stops == ["paused", "member 0: epochs; member 1: epochs"]
+    a, b = read_checkpoint(whole.last), read_checkpoint(tmp_path / "split" / "last.pt")
+    assert a["model"].keys() == b["model"].keys()
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
 def test_unfinished_committee_does_not_load(water48_file, helpers, tmp_path, monkeypatch):
     from pbcgnn.train import setup
 
