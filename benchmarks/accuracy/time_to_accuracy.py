@@ -11,9 +11,10 @@ Usage (from the repository root; see README.md for the venvs and the full run):
 * Each package trains once, one thread, and leaves a model at each budget mark M (minutes of
   training, wall clock, data preparation excluded):
 
-  - pbcgnn: ``pbcgnn train --max-minutes M``, resumed (``--resume``) from mark to mark. Each
-    stage ends with the final LR anneal of its budget; its ``best.pt`` is the point. A
-    5 -> 15 -> 45 -> 135 run is how a user continues a run, and costs 135 minutes, not 200.
+  - pbcgnn: one ``pbcgnn train --max-minutes M`` per mark, as a user with M minutes runs it (its
+    schedule and final anneal fit the budget); its ``best.pt`` is the point. Extending an
+    annealed run with ``--resume`` restarts it at the plateau rate (tens of minutes to regain
+    its accuracy on Cheng), so resumed stages would understate the larger budgets.
   - SchNetPack: ``schnetpack_snapshots.py`` (``schnetpack_train.py``, SchNet of the same size),
     one run of the largest budget; the point is the best model on validation within M.
   - MACE: ``mace_snapshots.py`` (``mace_run_train``), likewise.
@@ -22,8 +23,8 @@ Usage (from the repository root; see README.md for the venvs and the full run):
   atom, force components): pbcgnn by ``pbcgnn eval``; the peers' own predictions (made in their
   own venvs) by ``pbcgnn.evaluation.metrics.error_metrics``.
 
-Writes ``RESULTS/time_to_accuracy.json`` (merged with earlier invocations, so packages run in
-parallel invocations collect in one file) and ``RESULTS/time_to_accuracy.png``.
+Writes ``RESULTS/time_to_accuracy.json`` (merged with earlier invocations, point by point, so
+packages and marks run in separate invocations collect in one file) and ``RESULTS/time_to_accuracy.png``.
 """
 from __future__ import annotations
 
@@ -103,23 +104,34 @@ def score(predictions: Path, test: Path, prefix: str) -> dict:
 
 
 def run_pbcgnn(files: dict, out: Path, args) -> dict:
-    """pbcgnn trained in stages, one per mark (``--resume``); each stage's best.pt scored."""
-    commands, points, model = [], [], out / "model"
-    for i, minutes in enumerate(sorted(args.minutes)):
+    """pbcgnn as a user with M minutes runs it: one ``pbcgnn train --max-minutes M`` per mark, its
+    schedule (final anneal included) fitted to M; each run's best.pt scored."""
+    commands, points = [], []
+    for minutes in sorted(args.minutes):
+        model, folder = out / f"model_{minutes:g}min", out / f"eval_{minutes:g}min"
         call([sys.executable, "-m", "pbcgnn.cli", "train", str(files["train"]), "--val", str(files["val"]),
               "--out", str(model), "--max-minutes", f"{minutes:g}", "--device", "cpu", "--no-progress",
-              *(["--resume"] if i else []), *args.pbcgnn_args], commands)
-        snap = shutil.copyfile(model / "best.pt", out / f"best_{minutes:g}min.pt")
+              *args.pbcgnn_args], commands)
         loop = torch.load(model / "last.pt", weights_only=True, map_location="cpu")["train_state"]["loop"]
         val = [h["val_loss"] for h in loop["history"]]
-        points.append({"minutes": minutes, "epochs": len(val), "best_epoch": int(np.argmin(val)) + 1,
-                       "train_s": round(loop["elapsed_s"], 1), "snapshot": str(snap)})
-    for point in points:
-        folder = out / f"eval_{point['minutes']:g}min"
+        point = {"minutes": minutes, "epochs": len(val), "best_epoch": int(np.argmin(val)) + 1,
+                 "train_s": round(loop["elapsed_s"], 1), "snapshot": str(model / "best.pt")}
         call([sys.executable, "-m", "pbcgnn.cli", "-q", "eval", point["snapshot"], str(files["test"]), "--out",
               str(folder), "--device", "cpu"], commands, stdout=subprocess.DEVNULL)
-        point.update(json.loads((folder / "metrics.json").read_text())["total"])
+        points.append({**point, **json.loads((folder / "metrics.json").read_text())["total"]})
     return {"commands": commands, "points": points}
+
+
+def merged(old: dict, new: dict) -> dict:
+    """A package's row after another invocation: its points by mark (the new one wins at a mark
+    measured twice), commands and invocations appended; a skip never replaces measured points."""
+    if "points" not in new:
+        return old if "points" in old else new
+    marks = {p["minutes"] for p in new["points"]}
+    points = sorted([p for p in old.get("points", []) if p["minutes"] not in marks] + new["points"],
+                    key=lambda p: p["minutes"])
+    return {**new, "points": points, "commands": old.get("commands", []) + new["commands"],
+            "invocations": old.get("invocations", []) + new["invocations"]}
 
 
 def peer_rows(out: Path, files: dict, prefix: str) -> list[dict]:
@@ -185,8 +197,8 @@ def main(argv: list[str] | None = None) -> dict:
         if reason:
             log.warning("skipping %s: %s", package, reason)
         results = json.loads(path.read_text()) if path.is_file() else {"packages": {}}  # re-read: parallel runs
-        if not (reason and "points" in results["packages"].get(package, {})):  # never replace results by a skip
-            results["packages"][package] = {**row, "argv": sys.argv[1:] if argv is None else list(argv)}
+        row["invocations"] = [sys.argv[1:] if argv is None else list(argv)]
+        results["packages"][package] = merged(results["packages"].get(package, {}), row)
         results.update(split={part: len(ase.io.read(f, index=":")) for part, f in files.items()},
                        data=str(run.SETS["cheng"]), split_seed=args.seed, threads=1,
                        machine=platform.processor() or platform.machine(), torch=torch.__version__)
