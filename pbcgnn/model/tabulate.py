@@ -3,14 +3,15 @@
 A SchNet filter ``W_t(d) = MLP_t(e(d)) * f_c(d)`` [F] depends on the edge length only, so it
 can be evaluated once on a grid and interpolated: per edge a table lookup and a cubic
 polynomial replace the Gaussian basis and two dense layers (50 -> 128 -> 128). The table
-holds ``W_t`` and ``dW_t/dd`` (exact, by forward-mode autograd) at every grid point; between
+holds ``W_t`` and ``dW_t/dd`` (exact, by forward-mode autograd, in float64) at every grid
+point, in the cells that training through filter grids also uses; between
 two points the filter is the cubic Hermite polynomial matching both at both ends, so the
 interpolant and its derivative (the forces) are continuous, and it reaches the envelope's
 zero at the cutoff with zero slope. Interpolation error: ``h^4 max|W^(4)| / 384`` in the
 filter, about ``h^3 max|W^(4)| / 72`` in its derivative. This module builds the table from
 a model; the table and the kernels summing through it are in :mod:`pbcgnn.model.aggregate.table`.
 
-Default grid: ``n_points=2401`` from 0 to the cutoff (h = 2.5 mA at 6 A; 15 MiB at F = 128,
+Default grid: ``n_points=2401`` from 0 to the cutoff (h = 2.5 mA at 6 A; 29 MiB at F = 128,
 6 interactions, float32). On real water frames (``tests/model/aggregate/test_table.py``,
 tolerance 1e-5) the tabulated model's energy and forces agree with the exact model to
 ~1e-9 relative in float64 for random weights and ~2e-7 for a trained model (energy relative
@@ -31,6 +32,7 @@ import torch
 from torch import Tensor
 
 from .aggregate import Aggregation, FilterTable, TableFilter, select
+from .aggregate.grid import hermite_cells
 from .schnet import SchNet
 
 __all__ = ["tabulate", "TabulatedSchNet", "FilterTable"]
@@ -57,13 +59,13 @@ class TabulatedSchNet(SchNet):
 
 
 @torch.no_grad()
-def _filter_nodes(model: SchNet, r_min: float, n_points: int) -> tuple[Tensor, float]:
-    """Values and scaled slopes [T, G, 2, F] (float64) of the model's filters, and the spacing."""
+def _filter_cells(model: SchNet, r_min: float, n_points: int) -> tuple[Tensor, float]:
+    """The cells [T, G - 1, 4, F] (float64, :func:`~pbcgnn.model.aggregate.grid.hermite_cells`) of
+    the model's filters, and the spacing."""
     exact = SchNet(**model.hparams).double()
     exact.load_state_dict(model.state_dict())
     r = torch.linspace(r_min, exact.cutoff, n_points, dtype=torch.float64)  # [G]
-    h = (exact.cutoff - r_min) / (n_points - 1)
-    nodes = []
+    cells = []
     for block in exact.interactions:
         conv = block.conv
 
@@ -71,9 +73,8 @@ def _filter_nodes(model: SchNet, r_min: float, n_points: int) -> tuple[Tensor, f
             return conv.filter(exact.rbf(d), exact.envelope(d))
 
         with torch.enable_grad():
-            y, dy = torch.func.jvp(filt, (r,), (torch.ones_like(r),))  # [G, F] each: W and dW/dd
-        nodes.append(torch.stack([y, dy * h], dim=1))  # [G, 2, F]; slopes in grid units
-    return torch.stack(nodes), h  # [T, G, 2, F]
+            cells.append(hermite_cells(filt, r))
+    return torch.stack(cells), (exact.cutoff - r_min) / (n_points - 1)
 
 
 def tabulate(model: SchNet, n_points: int = 2401, r_min: float = 0.0, compile: bool = True) -> TabulatedSchNet:
@@ -101,8 +102,8 @@ def tabulate(model: SchNet, n_points: int = 2401, r_min: float = 0.0, compile: b
             f"found n_points={n_points}, r_min={r_min}"
         )
     param = next(model.parameters())
-    nodes, h = _filter_nodes(model, float(r_min), int(n_points))
-    table = FilterTable(nodes.to(device=param.device, dtype=param.dtype), r_min, h, compile)
+    cells, h = _filter_cells(model, float(r_min), int(n_points))
+    table = FilterTable(cells.to(device=param.device, dtype=param.dtype), r_min, h, compile)
     fast = TabulatedSchNet(model.hparams, table).to(device=param.device, dtype=param.dtype)
-    fast.load_state_dict({**model.state_dict(), "table.nodes": table.nodes})
+    fast.load_state_dict({**model.state_dict(), "table.cells": table.cells})
     return fast.eval()

@@ -12,8 +12,8 @@ result to float rounding:
   autograd: the reference, and training of filters without a known cutoff.
 - :class:`ChunkedSum` (``chunked.py``): edges in chunks, filters recomputed in the backward
   pass; memory bounded: evaluation.
-- :class:`TableSum` (``table.py``): table filters in fused chunk kernels with the derivative
-  in closed form: evaluation and MD of a tabulated model.
+- :class:`TableSum` (``table.py``): a table of the filters, built once, in :class:`GridSum`'s
+  kernels: evaluation and MD of a tabulated model.
 
 :func:`select` is the one place that picks an implementation; a model calls it once per
 forward pass (:meth:`pbcgnn.model.SchNet.aggregation`) and hands the result to every layer.

@@ -1,4 +1,4 @@
-"""The machinery of the compiled edge kernels that :mod:`.table` and :mod:`.grid` share: compilation
+"""The machinery of the compiled edge kernels (:mod:`.grid`, which :mod:`.table` also runs): compilation
 with an eager fallback, fixed-size edge chunks, grid constants as tensors, where to scatter."""
 from __future__ import annotations
 
@@ -19,11 +19,11 @@ _KERNELS: dict[str, object] = {}  # name -> compiled function, or None once comp
 def run_kernel(name: str, fn, use_compile: bool, *args):  # noqa: ANN001, ANN202
     """``fn(*args)``, through ``torch.compile`` when asked and possible (eager after a failure).
 
-    Grid constants travel as 0-d tensors and the leading sizes of the [N, F] and [G, 2, F]
+    Grid constants travel as 0-d tensors and the leading sizes of the [N, F] and [G - 1, 4, F]
     arguments are marked dynamic, so a kernel serves every system size and grid; dtype,
-    device, width F, chunk size, ``symmetric`` and the table's storage offset (first
-    interaction or not) specialise it: a few variants, so :class:`~pbcgnn.model.aggregate.TableSum` raises
-    dynamo's recompile limit for its loops only.
+    device, width F, chunk size, ``symmetric`` and a table's storage offset (first
+    interaction or not) specialise it: a few variants, so the grid's loops raise dynamo's
+    recompile limit for themselves only.
     """
     kernel = _KERNELS.get(name, ...) if use_compile else None
     if kernel is ...:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch_geometric.data import Batch
 
-import pbcgnn.model.aggregate.table as table_module
+import pbcgnn.model.aggregate.grid as grid_module
 from pbcgnn.graph import atoms_to_graph
 from pbcgnn.model import SchNet, compute_properties
 from pbcgnn.model.tabulate import TabulatedSchNet, tabulate
@@ -28,7 +28,7 @@ def errors(exact: dict, fast: dict, e_ref: float) -> dict[str, float]:
 @pytest.mark.parametrize("compile,fuse", [(False, True), (True, True), (True, False)])
 def test_tabulated_matches_exact_on_water(water, compile, fuse, make_model, monkeypatch):
     """Eager kernels, compiled kernels with the scatter inside (GPU, one CPU thread) and outside."""
-    monkeypatch.setattr(table_module, "fuse_scatter", lambda x: fuse)
+    monkeypatch.setattr(grid_module, "fuse_scatter", lambda x: fuse)
     model = make_model(hidden=64).eval()
     fast = tabulate(model, compile=compile)
     assert isinstance(fast, TabulatedSchNet) and not fast.training
@@ -60,7 +60,7 @@ def test_float32_table_matches_float32_model(water, make_model):
     model32.load_state_dict(model.state_dict())
     model32.eval()
     fast = tabulate(model32, compile=False)
-    assert fast.table.nodes.dtype == torch.float32 and fast.reference.e0.dtype == torch.float64
+    assert fast.table.cells.dtype == torch.float32 and fast.reference.e0.dtype == torch.float64
     data = atoms_to_graph(water[0], model.cutoff)
     exact64 = compute_properties(model.eval(), data)
     exact, tab = compute_properties(model32, data), compute_properties(fast, data)
