@@ -52,6 +52,9 @@ def bundled_data() -> Path:
                    "then --anneal.")
 @click.option("--anneal", type=click.FloatRange(0, 1), default=_T.anneal, show_default=True,
               help="plateau: decay to --min-lr over this last fraction of --epochs or --max-minutes (0: never).")
+@click.option("--final-energy-weight", type=click.FloatRange(min=0), default=_T.final_energy_weight,
+              help="Energy weight over the last --anneal fraction of the budget (as MACE's SWA stage) "
+                   "[default: --energy-weight].")
 @click.option("--min-lr", type=click.FloatRange(min=0), default=_T.min_lr, show_default=True)
 @click.option("--ema-decay", type=click.FloatRange(0, 1, max_open=True), default=_T.ema_decay, show_default=True)
 @click.option("--patience", type=click.IntRange(min=1), default=_T.patience, show_default=True,

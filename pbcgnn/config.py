@@ -153,6 +153,10 @@ class TrainConfig:
             at the starting rate.
         anneal: fraction of the budget (epochs or minutes, as for ``cosine``) that ends a
             ``plateau`` run with a decay to ``min_lr``; 0 never decays there.
+        final_energy_weight: the loss's energy weight over that final fraction of the budget
+            (either schedule), as MACE's SWA stage raises it to fit energies once forces are
+            learnt; ``None`` keeps ``energy_weight``. Its losses do not compare with earlier
+            ones, so ``best.pt`` and early stopping start afresh with the phase's first epoch.
         lr_patience, lr_factor: ReduceLROnPlateau on the validation loss (``plateau`` only).
         min_lr: the floor of either schedule.
         ema_decay: exponential moving average of the weights used for validation and
@@ -172,6 +176,7 @@ class TrainConfig:
     lr_patience: int = 10
     lr_factor: float = 0.5
     anneal: float = 0.2
+    final_energy_weight: float | None = None
     min_lr: float = 1e-6
     patience: int = 40
     clip_grad: float = 10.0
@@ -191,6 +196,8 @@ class TrainConfig:
                f"expected lr_schedule cosine or plateau, found {self.lr_schedule!r}")
         _check(0.0 <= self.min_lr < self.lr, f"expected 0 <= min_lr < lr, found min_lr {self.min_lr}, lr {self.lr}")
         _check(0.0 <= self.anneal <= 1.0, f"expected 0 <= anneal <= 1, found {self.anneal}")
+        _check(self.final_energy_weight is None or (self.final_energy_weight >= 0 and self.anneal > 0),
+               "expected final_energy_weight >= 0, with anneal > 0 (the final phase it applies to)")
         _check(0.0 < self.lr_factor < 1.0, f"expected 0 < lr_factor < 1, found {self.lr_factor}")
         _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
                f"expected device auto, cpu or cuda, found {self.device!r}")

@@ -46,7 +46,8 @@ OPTIONS = {"model": {"cutoff": "--cutoff", "hidden_channels": "--features", "num
                      "num_interactions": "--interactions", "num_rbf": "--rbf", "dtype": "--dtype"},
            "train": {"epochs": "--epochs", "max_minutes": "--max-minutes", "batch_size": "--batch-size",
                      "lr": "--lr", "lr_schedule": "--lr-schedule", "anneal": "--anneal", "min_lr": "--min-lr",
-                     "energy_weight": "--energy-weight", "force_weight": "--force-weight",
+                     "energy_weight": "--energy-weight", "final_energy_weight": "--final-energy-weight",
+                     "force_weight": "--force-weight",
                      "ema_decay": "--ema-decay", "patience": "--patience", "seed": "--seed"}}
 
 
@@ -67,7 +68,8 @@ def explicit_command(config: dict, out: Path, model_dir: Path) -> str:
              *[w for v in data["val_paths"] for w in ("--val", under_out(v, out))],
              "--out", under_out(model_dir, out)]
     for group, names in OPTIONS.items():
-        words += [w for name, option in names.items() for w in (option, str(config[group][name]))]
+        words += [w for name, option in names.items() if config[group].get(name) is not None
+                  for w in (option, str(config[group][name]))]
     return " ".join(words)
 
 

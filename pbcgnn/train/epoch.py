@@ -21,11 +21,13 @@ __all__ = ["train_epoch", "validate"]
 
 def train_epoch(net: torch.nn.Module, training: Training, loader, tc: TrainConfig, ctx: Context,
                 device: torch.device, epoch: int, out: Path,
-                lr_at: Callable[[int, int], float | None] | None = None) -> dict[str, float]:
+                lr_at: Callable[[int, int], float | None] | None = None,
+                energy_weight_at: Callable[[int, int], float] | None = None) -> dict[str, float]:
     """One pass over this process's share of the training frames; returns the mean loss terms.
 
     ``lr_at(step, steps)``, when given, sets the learning rate before every optimiser step
-    (unless it returns ``None``).
+    (unless it returns ``None``); ``energy_weight_at(step, steps)`` the loss's energy weight
+    (default ``tc.energy_weight``).
 
     ``net`` is ``training.model`` or its DistributedDataParallel wrapper. With W processes each
     loss is normalised by the global batch and multiplied by W, because DDP averages the gradients.
@@ -46,7 +48,8 @@ def train_epoch(net: torch.nn.Module, training: Training, loader, tc: TrainConfi
         batch = batch.to(device)
         pred = compute_properties(net, batch, forces=True, training=True)
         denominators = distributed.global_sum(loss_denominators(batch), ctx)
-        loss, terms = energy_force_loss(pred, batch, tc.energy_weight, tc.force_weight, denominators)
+        ew = energy_weight_at(step_index, steps) if energy_weight_at is not None else tc.energy_weight
+        loss, terms = energy_force_loss(pred, batch, ew, tc.force_weight, denominators)
         step = distributed.global_sum(torch.stack([loss.detach(), terms["energy"], terms["force"]]).double().cpu(), ctx)
         if not torch.isfinite(step).all():  # the same verdict on every rank: none is left waiting
             raise TrainingError(
@@ -65,12 +68,12 @@ def train_epoch(net: torch.nn.Module, training: Training, loader, tc: TrainConfi
     return {"loss": means[0], "energy": means[1], "force": means[2]}
 
 
-def validate(model: torch.nn.Module, loader, device: torch.device, tc: TrainConfig,
+def validate(model: torch.nn.Module, loader, device: torch.device, energy_weight: float,
              force_weight: float) -> dict[str, float]:
     """Validation errors (:func:`pbcgnn.evaluation.metrics.error_metrics`) and ``loss``, the training
-    loss over all validation frames (frame weights included), which picks ``best.pt``, stops early
-    and drives the plateau schedule."""
-    loss = ValidationLoss(tc.energy_weight, force_weight)
+    loss (with these weights) over all validation frames (frame weights included), which picks
+    ``best.pt``, stops early and drives the plateau schedule."""
+    loss = ValidationLoss(energy_weight, force_weight)
     metrics = error_metrics(predict(model, loader, device=device, on_batch=loss.add))
     metrics["loss"] = loss.value()
     return metrics

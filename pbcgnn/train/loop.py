@@ -21,7 +21,7 @@ from ..device import resolve_device
 from ..errors import InputError
 from . import distributed
 from .epoch import train_epoch, validate
-from .schedule import budget_progress, scheduled_lr
+from .schedule import budget_progress, energy_weight, in_final_phase, scheduled_lr
 from .setup import Training, set_up
 from .state import FitResult, TrainState
 
@@ -107,17 +107,27 @@ def fit_model(config: Config, out: Path, *, saved: dict[str, Any] | None = None,
         elapsed = elapsed_before + distributed.elapsed_since(t_start, ctx)
         epoch_s = state.epoch_s
 
-        def lr_at(step: int, steps: int) -> float | None:
-            progress_now = budget_progress(tc, epoch, step, steps, elapsed, epoch_s)
-            return scheduled_lr(tc, state, training.optimizer.param_groups[0]["lr"], progress_now)
+        def progress(step: int, steps: int) -> float:
+            return budget_progress(tc, epoch, step, steps, elapsed, epoch_s)
 
-        terms = train_epoch(net, training, train_loader, tc, ctx, device, epoch=epoch, out=out, lr_at=lr_at)
-        val = validate(training.eval_model, val_loader, device, tc, val_force_weight)  # every rank: same decisions
+        def lr_at(step: int, steps: int) -> float | None:
+            return scheduled_lr(tc, state, training.optimizer.param_groups[0]["lr"], progress(step, steps))
+
+        def energy_weight_at(step: int, steps: int) -> float:
+            return energy_weight(tc, progress(step, steps))
+
+        terms = train_epoch(net, training, train_loader, tc, ctx, device, epoch=epoch, out=out, lr_at=lr_at,
+                            energy_weight_at=energy_weight_at)
+        val_energy_weight = energy_weight_at(1, 1)  # the weight at the end of the epoch
+        if tc.final_energy_weight is not None and in_final_phase(tc, progress(1, 1)) and not state.final_phase:
+            state.enter_final_phase()
+        # every rank: same decisions
+        val = validate(training.eval_model, val_loader, device, val_energy_weight, val_force_weight)
         if tc.lr_schedule == "plateau" and state.anneal_from is None:
             training.scheduler.step(val["loss"])
         record = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in terms.items()},
                   **{f"val_{k}": v for k, v in val.items()}, "lr": training.optimizer.param_groups[0]["lr"],
-                  "epoch_time_s": time.monotonic() - t0}
+                  "energy_weight": val_energy_weight, "epoch_time_s": time.monotonic() - t0}
         state.history.append(record)
         state.epoch = epoch + 1
         state.elapsed_s = elapsed_before + distributed.elapsed_since(t_start, ctx)

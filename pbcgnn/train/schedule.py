@@ -6,7 +6,7 @@ import math
 from ..config import TrainConfig
 from .state import TrainState
 
-__all__ = ["cosine_lr", "annealed_lr", "budget_progress", "scheduled_lr"]
+__all__ = ["cosine_lr", "annealed_lr", "budget_progress", "scheduled_lr", "in_final_phase", "energy_weight"]
 
 
 def cosine_lr(lr: float, min_lr: float, progress: float) -> float:
@@ -56,3 +56,15 @@ def scheduled_lr(tc: TrainConfig, state: TrainState, current_lr: float, progress
     elif state.anneal_from is not None:  # --resume gave a finished run a larger budget: back to the plateaus
         lr, state.anneal_from = state.anneal_from, None
     return lr
+
+
+def in_final_phase(tc: TrainConfig, progress: float) -> bool:
+    """Whether ``progress`` lies in the last ``anneal`` fraction of the budget."""
+    return tc.anneal > 0.0 and progress >= 1.0 - tc.anneal
+
+
+def energy_weight(tc: TrainConfig, progress: float) -> float:
+    """The loss's energy weight at ``progress``: ``final_energy_weight`` in the final phase, if set."""
+    if tc.final_energy_weight is not None and in_final_phase(tc, progress):
+        return tc.final_energy_weight
+    return tc.energy_weight

@@ -23,6 +23,8 @@ class TrainState:
         epoch_s: wall time of the last epoch, seconds (interpolates the budget within an epoch).
         anneal_from: the learning rate a plateau run's final anneal started from, once it has
             started (``None`` before).
+        final_phase: the final phase's energy weight (``final_energy_weight``) is in use and
+            ``best_loss`` counts from its first epoch.
     """
 
     epoch: int = 0
@@ -33,6 +35,7 @@ class TrainState:
     elapsed_s: float = 0.0
     epoch_s: float = 0.0
     anneal_from: float | None = None
+    final_phase: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types for ``torch.load(weights_only=True)``; ``anneal_from`` only once set."""
@@ -46,6 +49,10 @@ class TrainState:
         """The state stored by :meth:`to_dict` (keys absent in older checkpoints take their defaults)."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+    def enter_final_phase(self) -> None:
+        """The loss's weights change: earlier validation losses no longer compare."""
+        self.final_phase, self.best_loss, self.bad_epochs = True, math.inf, 0
 
     def record(self, val: dict[str, float]) -> bool:
         """Count one validation result; True when it is the best so far."""

@@ -177,3 +177,28 @@ def test_ema_decay_warms_up_then_equals_the_fixed_decay():
     fixed(a, p, torch.tensor(2000))
     warm(b, p, torch.tensor(2000))
     assert torch.allclose(a[0], b[0], rtol=1e-6)
+
+
+def test_final_energy_weight_trains_the_last_phase_and_picks_best_from_it(bundled_n2p2, tmp_path, monkeypatch):
+    """Over the last --anneal fraction the loss weighs energies by final_energy_weight (MACE's SWA
+    stage); validation losses from there on use it too, so best.pt is chosen within that phase."""
+    from pbcgnn.train import epoch as epoch_mod
+
+    weights: list[float] = []
+    loss = epoch_mod.energy_force_loss
+
+    def spy(pred, batch, energy_weight, *args, **kwargs):
+        weights.append(energy_weight)
+        return loss(pred, batch, energy_weight, *args, **kwargs)
+
+    monkeypatch.setattr(epoch_mod, "energy_force_loss", spy)
+    cfg = config(bundled_n2p2, 4, lr_schedule="plateau", anneal=0.5, energy_weight=10.0, final_energy_weight=1000.0)
+    result = fit(cfg, tmp_path, progress=False)
+    steps = len(weights) // 4
+    assert weights == [10.0] * (2 * steps) + [1000.0] * (2 * steps)  # epochs 3 and 4 train in the final phase
+    # validated with the weight at each epoch's end: epoch 2 ends where the final phase begins
+    assert [h["energy_weight"] for h in result.history] == [10.0, 1000.0, 1000.0, 1000.0]
+    assert read_checkpoint(result.last)["train_state"]["loop"]["final_phase"]
+    assert read_checkpoint(result.best)["epoch"] >= 2  # best.pt from the final phase
+    with pytest.raises(InputError, match="final_energy_weight"):
+        config(bundled_n2p2, 4, anneal=0.0, final_energy_weight=1000.0).validate()
