@@ -9,7 +9,7 @@ Runs in MACE's own venv; never imported by pbcgnn. Called as
 it stops at the first optimiser step that would start after the largest budget. Minutes count
 from the start of MACE's training loop (data preprocessing excluded, as for the other packages).
 
-On one CPU thread a MACE epoch of 1016 192-atom frames takes over an hour, so MACE validates (and
+On one CPU thread a MACE epoch of 1016 192-atom frames takes about 54 minutes, so MACE validates (and
 checkpoints) too rarely for "the best model on validation within M" to exist at most marks. The
 point at mark M is therefore the model as it stands at M: the weights after the last optimiser
 step begun before M, with MACE's EMA applied (MACE validates and saves with the EMA weights too).
