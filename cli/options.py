@@ -19,15 +19,24 @@ def default(section: str, name: str):
     return SECTIONS[section].__dataclass_fields__[name].default
 
 
+def config_field(name: str) -> str | None:
+    """``"section.field"`` of ``pbcgnn train``'s parameter ``name``; None for those that are no config
+    field (``out``, ``resume``, ...)."""
+    if name in RENAMED:
+        return ".".join(RENAMED[name])
+    section = next((s for s, kind in SECTIONS.items() if name in kind.__dataclass_fields__), None)
+    return None if section is None else f"{section}.{name}"
+
+
 def config_from_params(params: dict) -> Config:
     """A Config from click's parameters (option names as in :data:`RENAMED`, else the field's own);
     parameters that are no config field (``out``, ``resume``, ...) are left out."""
     values: dict[str, dict] = {name: {} for name in SECTIONS}
-    fields = {f: s for s, kind in SECTIONS.items() for f in kind.__dataclass_fields__}
     for name, value in params.items():
-        section, field = RENAMED.get(name, (fields.get(name), name))
-        if section is not None:
-            values[section][field] = tuple(value) if isinstance(value, (list, tuple)) else value
+        field = config_field(name)
+        if field is not None:
+            section, key = field.split(".")
+            values[section][key] = tuple(value) if isinstance(value, (list, tuple)) else value
     return Config(**{s: SECTIONS[s](**v) for s, v in values.items()})
 
 

@@ -7,7 +7,7 @@ import click
 
 from pbcgnn.config import CommitteeConfig, DataConfig, ModelConfig, TrainConfig, TransferConfig
 
-from .options import config_from_params, data_options, data_paths, label_key_options
+from .options import config_field, config_from_params, data_options, data_paths, label_key_options
 
 _D, _M, _T, _X, _C = DataConfig(), ModelConfig(), TrainConfig(), TransferConfig(), CommitteeConfig()
 #: Options that define the architecture: taken from the checkpoint when fine-tuning.
@@ -20,6 +20,11 @@ def bundled_data() -> Path:
     if not BUNDLED.is_file():
         raise click.UsageError(f"no DATA given and the bundled sample {BUNDLED} is missing; pass data files")
     return BUNDLED
+
+
+def _on_command_line(ctx: click.Context) -> list[str]:
+    """The parameters given on the command line, not defaulted."""
+    return [name for name in ctx.params if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
 
 
 @click.command()
@@ -77,7 +82,8 @@ def bundled_data() -> Path:
               help="Train this many models (seeds SEED, SEED+1, ...) into one committee checkpoint.")
 @click.option("--bootstrap", is_flag=True, default=_C.bootstrap,
               help="Each model trains on a bootstrap resample of the training frames.")
-@click.option("--resume", is_flag=True, help="Continue from OUT/last.pt (options stored there are used).")
+@click.option("--resume", is_flag=True,
+              help="Continue from OUT/last.pt with its options; --epochs/--max-minutes change its budget.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @click.pass_context
 def train(ctx, data, out, resume, progress, **options) -> None:
@@ -93,19 +99,19 @@ def train(ctx, data, out, resume, progress, **options) -> None:
 
     ensure_writable_dir(out)  # before reading data and fitting: an unwritable OUT fails at once
     if options["init_from"] is not None:
-        given = [f"--{name}" for name in ARCHITECTURE
-                 if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+        given = [f"--{name}" for name in ARCHITECTURE if name in _on_command_line(ctx)]
         if given:
             raise click.UsageError(f"{', '.join(given)}: with --init-from the architecture comes from the checkpoint")
     freeze = options.pop("freeze")
     config = config_from_params({**options, "data": tuple(data) or (str(bundled_data()),),
                                  "freeze": tuple(f.strip() for f in freeze.split(",")) if freeze else ()})
-    result = fit(config, out, resume=resume, progress=progress)  # validates (after taking the architecture)
+    given = {config_field(name) for name in _on_command_line(ctx)} - {None}  # a resumed run checks these
+    result = fit(config, out, resume=resume, given=given, progress=progress)  # validates (after taking the architecture)
     m = result.metrics
     members = {rec["member"] for rec in result.history if "member" in rec}
     if result.stopped == "paused":
         click.echo(f"paused (--stop-after) after {len(result.history)} epochs; continue with "
-                   f"`pbcgnn train --out {out} --resume` (and the same --epochs/--max-minutes)")
+                   f"`pbcgnn train --out {out} --resume`")
         return
     if members:  # a committee (also when resumed without --committee)
         click.echo(f"committee of {len(members)} trained ({result.stopped})")

@@ -5,6 +5,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +31,51 @@ __all__ = ["fit_model", "resumed_config"]
 log = logging.getLogger(__name__)
 
 
-def resumed_config(config: Config, out: Path) -> tuple[Config, dict[str, Any]]:
-    """The config stored in ``out/last.pt``, with this call's ``epochs``, ``max_minutes`` and
-    ``stop_after``, and its ``train_state``."""
-    ckpt = read_checkpoint(out / "last.pt")
+#: Options a resumed run takes from the resuming call: its budget and this sitting's pause.
+BUDGET = ("train.epochs", "train.max_minutes", "train.stop_after")
+#: Options it takes from the call only when given there: where it runs, not what it trains.
+WHERE = ("train.device", "data.cache_dir")
+#: Options that name files: a resumed run compares the files, not the spelling.
+PATHS = ("data.paths", "data.val_paths", "transfer.init_from")
+
+
+def _option(config: Config, name: str) -> Any:
+    section, field = name.split(".")
+    value = getattr(getattr(config, section), field)
+    if name not in PATHS or value is None:
+        return value
+    return tuple(map(os.path.realpath, value)) if isinstance(value, tuple) else os.path.realpath(value)
+
+
+def resumed_config(config: Config, out: Path, given: Collection[str] | None = None) -> tuple[Config, dict[str, Any]]:
+    """The config stored in ``out/last.pt`` with the budget of this call, and its ``train_state``.
+
+    Args:
+        config: this call's config.
+        out: the run's folder.
+        given: the ``"section.field"`` options the caller set explicitly (the CLI's command line).
+            None: ``epochs``, ``max_minutes`` and ``stop_after`` come from ``config``. Else
+            ``stop_after`` (per sitting) and, when given, ``epochs``, ``max_minutes`` (a bare
+            ``--resume`` keeps the run's budget), ``device`` and ``cache_dir``; any other given
+            option must equal the stored one: a resumed run keeps its options, and ignoring one
+            would be silent.
+    """
+    path = out / "last.pt"
+    ckpt = read_checkpoint(path)
     if "train_state" not in ckpt:
-        raise InputError("checkpoint has no training state to resume from", path=out / "last.pt")
+        raise InputError("checkpoint has no training state to resume from", path=path)
     stored = Config.from_dict(ckpt["config"])
-    config = stored.replace(train={k: getattr(config.train, k) for k in ("epochs", "max_minutes", "stop_after")})
-    return config, ckpt["train_state"]
+    take = BUDGET if given is None else [n for n in BUDGET + WHERE if n == "train.stop_after" or n in given]
+    for name in sorted(set(given or ()) - set(BUDGET + WHERE)):
+        wanted, kept = _option(config, name), _option(stored, name)
+        if wanted != kept:
+            raise InputError(f"{name} = {wanted!r} given, but this run was started with {kept!r}; a resumed run "
+                             "keeps its options (start a new run, or fine-tune from it with --init-from)", path=path)
+    changes: dict[str, dict[str, Any]] = {}
+    for name in take:
+        section, field = name.split(".")
+        changes.setdefault(section, {})[field] = _option(config, name)
+    return stored.replace(**changes), ckpt["train_state"]
 
 
 def _training_frames(config: Config, datasets) -> tuple[FrameDataset, FrameDataset]:

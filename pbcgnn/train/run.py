@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from pathlib import Path
 
 from ..config import Config
@@ -19,6 +20,7 @@ def fit(
     out_dir: str | os.PathLike,
     *,
     resume: bool = False,
+    given: Collection[str] | None = None,
     progress: bool = True,
     datasets: tuple[FrameDataset, FrameDataset] | None = None,
 ) -> FitResult:
@@ -41,6 +43,9 @@ def fit(
         out_dir: output folder (created).
         resume: continue from ``out_dir/last.pt``; reaches the same weights as an
             uninterrupted run with the same seed (on the same device).
+        given: with ``resume``, the ``"section.field"`` options the caller set explicitly (as
+            :func:`pbcgnn.train.loop.resumed_config`): a budget not given is kept, another given
+            option must equal the stored one.
         progress: show a progress bar.
         datasets: ``(train, val)`` to use instead of reading ``config.data``; graphs built with
             a cutoff of at least the model's.
@@ -52,7 +57,7 @@ def fit(
     out = Path(out_dir)
     saved = None
     if resume:
-        config, saved = resumed_config(config, out)
+        config, saved = resumed_config(config, out, given)
     elif config.transfer.init_from is not None:
         config = resolve_config(config)
     config.validate()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import ase.io
 import numpy as np
@@ -76,14 +77,26 @@ def test_eval_without_data_uses_the_validation_split(trained_dir, tmp_path):
 def test_resume_matches_uninterrupted(tmp_path, bundled_n2p2):
     assert run("train", bundled_n2p2, "--epochs", "3", "--out", tmp_path / "a", *TINY).exit_code == 0
     assert run("train", bundled_n2p2, "--epochs", "1", "--out", tmp_path / "b", *TINY).exit_code == 0
-    assert run("train", "--resume", "--epochs", "3", "--out", tmp_path / "b", *TINY).exit_code == 0
+    respelled = os.path.relpath(bundled_n2p2)  # the same file: a resumed run compares files, not spellings
+    assert run("train", respelled, "--resume", "--epochs", "3", "--out", tmp_path / "b", *TINY).exit_code == 0
     paused = run("train", bundled_n2p2, "--epochs", "3", "--stop-after", "1e-6", "--out", tmp_path / "c", *TINY)
     assert paused.exit_code == 0 and "paused (--stop-after) after 1 epochs" in paused.output, paused.output
-    assert run("train", "--resume", "--epochs", "3", "--out", tmp_path / "c", *TINY).exit_code == 0
+    assert run("train", "--resume", "--out", tmp_path / "c", "--no-progress").exit_code == 0  # keeps --epochs 3
     a = read_checkpoint(tmp_path / "a" / "last.pt")
     for other in ("b", "c"):
         b = read_checkpoint(tmp_path / other / "last.pt")
         assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"]), other
+
+
+def test_resume_refuses_a_changed_option(tmp_path, bundled_n2p2):
+    """A resumed run keeps its options: one given differently is an error, not silently ignored."""
+    assert run("train", bundled_n2p2, "--epochs", "1", "--out", tmp_path, *TINY).exit_code == 0
+    before = (tmp_path / "last.pt").read_bytes()
+    result = run("train", "--resume", "--epochs", "2", "--lr", "0.1", "--out", tmp_path, *TINY)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1 and "last.pt" in result.output
+    assert "train.lr = 0.1 given" in result.output, result.output
+    assert (tmp_path / "last.pt").read_bytes() == before
 
 
 @pytest.mark.parametrize("command", ["inspect", "train"])

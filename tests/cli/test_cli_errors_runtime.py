@@ -143,7 +143,7 @@ def test_a_failed_checkpoint_write_keeps_best_and_last(bundled_n2p2, tmp_path, m
         raise RuntimeError("[enforce fail at inline_container.cc:626] . PytorchStreamWriter failed writing file")
 
     monkeypatch.setattr(ckpt_module.torch, "save", full_disk)
-    resumed = [a if a != "1" else "3" for a in TRAIN]
+    resumed = ["--epochs", "3", *TRAIN[2:]]
     line = one_error(run("train", "--resume", "--out", out, *resumed))
     assert "cannot write" in line and "inline_container" not in line and str(out) in line
     assert {name: (out / name).read_bytes() for name in before} == before
