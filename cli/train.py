@@ -60,6 +60,9 @@ def _on_command_line(ctx: click.Context) -> list[str]:
 @click.option("--final-energy-weight", type=click.FloatRange(min=0), default=_T.final_energy_weight,
               help="Energy weight over the last --anneal fraction of the budget (as MACE's SWA stage) "
                    "[default: --energy-weight].")
+@click.option("--huber-delta", type=click.FloatRange(min=0, min_open=True), default=_T.huber_delta,
+              help="Train on Huber losses with this delta (eV/atom, eV/A) instead of squares, as MACE "
+                   "[default: squares].")
 @click.option("--min-lr", type=click.FloatRange(min=0), default=_T.min_lr, show_default=True)
 @click.option("--ema-decay", type=click.FloatRange(0, 1, max_open=True), default=_T.ema_decay, show_default=True)
 @click.option("--patience", type=click.IntRange(min=1), default=_T.patience, show_default=True,

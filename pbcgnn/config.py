@@ -157,6 +157,10 @@ class TrainConfig:
             (either schedule), as MACE's SWA stage raises it to fit energies once forces are
             learnt; ``None`` keeps ``energy_weight``. Its losses do not compare with earlier
             ones, so ``best.pt`` and early stopping start afresh with the phase's first epoch.
+        huber_delta: train on Huber losses of the per-atom energy and force-component errors
+            with this delta (eV/atom, eV/A; scaled to equal the squares below it), as MACE does;
+            ``None`` trains on squares. Validation (``best.pt``, the plateaus, early stopping)
+            stays on the squared errors that the reported RMSEs measure.
         lr_patience, lr_factor: ReduceLROnPlateau on the validation loss (``plateau`` only).
         min_lr: the floor of either schedule.
         ema_decay: exponential moving average of the weights used for validation and
@@ -177,6 +181,7 @@ class TrainConfig:
     lr_factor: float = 0.5
     anneal: float = 0.2
     final_energy_weight: float | None = None
+    huber_delta: float | None = None
     min_lr: float = 1e-6
     patience: int = 40
     clip_grad: float = 10.0
@@ -198,6 +203,7 @@ class TrainConfig:
         _check(0.0 <= self.anneal <= 1.0, f"expected 0 <= anneal <= 1, found {self.anneal}")
         _check(self.final_energy_weight is None or (self.final_energy_weight >= 0 and self.anneal > 0),
                "expected final_energy_weight >= 0, with anneal > 0 (the final phase it applies to)")
+        _check(self.huber_delta is None or self.huber_delta > 0, f"expected huber_delta > 0, found {self.huber_delta}")
         _check(0.0 < self.lr_factor < 1.0, f"expected 0 < lr_factor < 1, found {self.lr_factor}")
         _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
                f"expected device auto, cpu or cuda, found {self.device!r}")

@@ -47,6 +47,7 @@ OPTIONS = {"model": {"cutoff": "--cutoff", "hidden_channels": "--features", "num
            "train": {"epochs": "--epochs", "max_minutes": "--max-minutes", "batch_size": "--batch-size",
                      "lr": "--lr", "lr_schedule": "--lr-schedule", "anneal": "--anneal", "min_lr": "--min-lr",
                      "energy_weight": "--energy-weight", "final_energy_weight": "--final-energy-weight",
+                     "huber_delta": "--huber-delta",
                      "force_weight": "--force-weight",
                      "ema_decay": "--ema-decay", "patience": "--patience", "seed": "--seed"}}
 

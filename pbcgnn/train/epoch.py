@@ -49,7 +49,7 @@ def train_epoch(net: torch.nn.Module, training: Training, loader, tc: TrainConfi
         pred = compute_properties(net, batch, forces=True, training=True)
         denominators = distributed.global_sum(loss_denominators(batch), ctx)
         ew = energy_weight_at(step_index, steps) if energy_weight_at is not None else tc.energy_weight
-        loss, terms = energy_force_loss(pred, batch, ew, tc.force_weight, denominators)
+        loss, terms = energy_force_loss(pred, batch, ew, tc.force_weight, denominators, tc.huber_delta)
         step = distributed.global_sum(torch.stack([loss.detach(), terms["energy"], terms["force"]]).double().cpu(), ctx)
         if not torch.isfinite(step).all():  # the same verdict on every rank: none is left waiting
             raise TrainingError(

@@ -1,10 +1,12 @@
-"""The loss: weighted per-atom energy and force mean squared errors, for training and validation alike."""
+"""The loss: weighted per-atom energy and force mean squared errors (or Huber losses, for training),
+for training and validation alike."""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch_geometric.data import Batch
 
-__all__ = ["energy_force_loss", "loss_denominators", "squared_errors", "ValidationLoss"]
+__all__ = ["energy_force_loss", "loss_denominators", "penalty", "squared_errors", "ValidationLoss"]
 
 
 def loss_denominators(batch: Batch) -> torch.Tensor:
@@ -18,22 +20,32 @@ def loss_denominators(batch: Batch) -> torch.Tensor:
     return torch.stack([weight.sum(), 3.0 * atom_w.sum()])
 
 
-def squared_errors(pred: dict[str, torch.Tensor], batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weighted sums of squared errors over the batch, in the forces' dtype.
+def penalty(x: torch.Tensor, huber_delta: float | None = None) -> torch.Tensor:
+    """Elementwise ``x**2``; with ``huber_delta``, twice the Huber loss: ``x**2`` for ``|x| <= delta``,
+    ``2 delta |x| - delta**2`` beyond, so the loss weights mean the same below delta."""
+    if huber_delta is None:
+        return x**2
+    return 2.0 * F.huber_loss(x, torch.zeros_like(x), reduction="none", delta=huber_delta)
+
+
+def squared_errors(pred: dict[str, torch.Tensor], batch: Batch,
+                   huber_delta: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weighted sums of squared errors (or of :func:`penalty`) over the batch, in the forces' dtype.
 
     The energy error is taken in float64 (totals of -33 keV) and divided by the atom count
     before it is cast. Frames with ``has_forces`` False add nothing to the force sum.
 
     Returns:
         ``sum_b w_b (dE_b / N_b)^2`` in (eV/atom)^2 and ``sum_i w_b(i) |dF_i|^2`` in (eV/A)^2,
-        both scalars.
+        both scalars; with ``huber_delta`` (eV/atom and eV/A), :func:`penalty` in place of the
+        squares, per energy and per force component.
     """
     dtype = pred["forces"].dtype
     weight = batch.weight.to(dtype)  # [B]
     de = ((pred["energy"] - batch.energy) / batch.natoms).to(dtype)  # [B] eV/atom
     atom_w = (weight * batch.has_forces.to(dtype))[batch.batch].unsqueeze(1)  # [N, 1]
     df = pred["forces"] - batch.forces.to(dtype)  # [N, 3]
-    return (weight * de**2).sum(), (atom_w * df**2).sum()
+    return (weight * penalty(de, huber_delta)).sum(), (atom_w * penalty(df, huber_delta)).sum()
 
 
 def energy_force_loss(
@@ -42,6 +54,7 @@ def energy_force_loss(
     energy_weight: float,
     force_weight: float,
     denominators: torch.Tensor | None = None,
+    huber_delta: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``energy_weight * MSE(E/N) + force_weight * MSE(F)``, each frame weighted by ``batch.weight``.
 
@@ -51,6 +64,8 @@ def energy_force_loss(
             ``has_forces`` [B], ``weight`` [B], ``batch`` [N].
         denominators: [2] from :func:`loss_denominators`, summed over a larger (global)
             batch; default: this batch's own.
+        huber_delta: the loss means :func:`penalty` with this delta instead of squares (as
+            MACE's Huber loss); the reported terms stay MSEs.
 
     Returns:
         ``(loss, terms)`` with the scalar loss and its unweighted ``energy`` and ``force`` MSEs.
@@ -58,10 +73,14 @@ def energy_force_loss(
     if denominators is None:
         denominators = loss_denominators(batch)
     e_denom, f_denom = (float(d) for d in denominators)
-    energy_sse, force_sse = squared_errors(pred, batch)
-    energy_mse = energy_sse / e_denom
-    force_mse = force_sse / f_denom if f_denom > 0 else force_sse.new_zeros(())
-    loss = energy_weight * energy_mse + force_weight * force_mse
+
+    def means(energy_sum: torch.Tensor, force_sum: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return energy_sum / e_denom, force_sum / f_denom if f_denom > 0 else force_sum.new_zeros(())
+
+    energy_mse, force_mse = means(*squared_errors(pred, batch))
+    energy_term, force_term = (energy_mse, force_mse) if huber_delta is None else \
+        means(*squared_errors(pred, batch, huber_delta))
+    loss = energy_weight * energy_term + force_weight * force_term
     return loss, {"energy": energy_mse.detach(), "force": force_mse.detach()}
 
 

@@ -118,9 +118,9 @@ def test_nonfinite_loss_stops_and_keeps_good_checkpoint(bundled_n2p2, tmp_path, 
     real = epoch_mod.energy_force_loss
     calls = {"n": 0}
 
-    def poisoned(pred, batch, ew, fw, denominators=None):
+    def poisoned(pred, batch, ew, fw, denominators=None, huber_delta=None):
         calls["n"] += 1
-        loss, terms = real(pred, batch, ew, fw, denominators)
+        loss, terms = real(pred, batch, ew, fw, denominators, huber_delta)
         return (loss * float("nan") if calls["n"] > 6 else loss), terms  # 6 batches = epoch 1
 
     monkeypatch.setattr(epoch_mod, "energy_force_loss", poisoned)
