@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 BUDGET = ("train.epochs", "train.max_minutes", "train.stop_after")
 #: Options it takes from the call only when given there: where it runs, not what it trains.
 WHERE = ("train.device", "data.cache_dir")
+#: Options it may take up before they act: the final phase's energy weight, until that phase began.
+LATER = ("train.final_energy_weight",)
 #: Options that name files: a resumed run compares the files, not the spelling.
 PATHS = ("data.paths", "data.val_paths", "transfer.init_from")
 
@@ -56,17 +58,18 @@ def resumed_config(config: Config, out: Path, given: Collection[str] | None = No
         given: the ``"section.field"`` options the caller set explicitly (the CLI's command line).
             None: ``epochs``, ``max_minutes`` and ``stop_after`` come from ``config``. Else
             ``stop_after`` (per sitting) and, when given, ``epochs``, ``max_minutes`` (a bare
-            ``--resume`` keeps the run's budget), ``device`` and ``cache_dir``; any other given
-            option must equal the stored one: a resumed run keeps its options, and ignoring one
-            would be silent.
+            ``--resume`` keeps the run's budget), ``device``, ``cache_dir`` and, before the run's
+            final phase began, ``final_energy_weight``; any other given option must equal the
+            stored one: a resumed run keeps its options, and ignoring one would be silent.
     """
     path = out / "last.pt"
     ckpt = read_checkpoint(path)
     if "train_state" not in ckpt:
         raise InputError("checkpoint has no training state to resume from", path=path)
     stored = Config.from_dict(ckpt["config"])
-    take = BUDGET if given is None else [n for n in BUDGET + WHERE if n == "train.stop_after" or n in given]
-    for name in sorted(set(given or ()) - set(BUDGET + WHERE)):
+    free = BUDGET + WHERE + (() if ckpt["train_state"]["loop"].get("final_phase") else LATER)
+    take = BUDGET if given is None else [n for n in free if n == "train.stop_after" or n in given]
+    for name in sorted(set(given or ()) - set(free)):
         wanted, kept = _option(config, name), _option(stored, name)
         if wanted != kept:
             raise InputError(f"{name} = {wanted!r} given, but this run was started with {kept!r}; a resumed run "

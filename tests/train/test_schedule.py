@@ -202,3 +202,27 @@ def test_final_energy_weight_trains_the_last_phase_and_picks_best_from_it(bundle
     assert read_checkpoint(result.best)["epoch"] >= 2  # best.pt from the final phase
     with pytest.raises(InputError, match="final_energy_weight"):
         config(bundled_n2p2, 4, anneal=0.0, final_energy_weight=1000.0).validate()
+
+
+def test_final_energy_weight_can_be_taken_up_on_resume_until_its_phase_began(bundled_n2p2, tmp_path, monkeypatch):
+    """A long run may switch on its final energy phase in a later sitting, not once the phase began."""
+    from pbcgnn.train import epoch as epoch_mod
+
+    weights: list[float] = []
+    loss = epoch_mod.energy_force_loss
+
+    def spy(pred, batch, energy_weight, *args, **kwargs):
+        weights.append(energy_weight)
+        return loss(pred, batch, energy_weight, *args, **kwargs)
+
+    monkeypatch.setattr(epoch_mod, "energy_force_loss", spy)
+    plain = config(bundled_n2p2, 4, lr_schedule="plateau", anneal=0.5, energy_weight=10.0)
+    fit(plain.replace(train={"epochs": 1}), tmp_path, progress=False)
+    given = {"train.epochs", "train.final_energy_weight"}
+    later = plain.replace(train={"final_energy_weight": 1000.0})
+    result = fit(later, tmp_path, resume=True, given=given, progress=False)
+    steps = len(weights) // 4
+    assert weights == [10.0] * (2 * steps) + [1000.0] * (2 * steps)
+    assert [h["energy_weight"] for h in result.history] == [10.0, 1000.0, 1000.0, 1000.0]  # as uninterrupted
+    with pytest.raises(InputError, match=r"final_energy_weight = 100\.0 given, but this run was started with 1000\.0"):
+        loop_mod.resumed_config(plain.replace(train={"final_energy_weight": 100.0}), tmp_path, given)
