@@ -11,7 +11,7 @@ from ..dataset import FrameDataset, load_datasets
 from ..device import resolve_device
 from ..evaluation.metrics import prediction_metrics
 from ..evaluation.predict import predict
-from .loop import fit_model, resumed_config
+from .loop import RESUMABLE, fit_model, resumed_config
 from .state import FitResult
 
 __all__ = ["fit_committee", "member_config"]
@@ -49,7 +49,9 @@ def _fit_members(config: Config, out: Path, resume: bool, progress: bool,
                  ", resumed" if again else "")
         member, saved = member_config(config, k, init_members), None
         if again:
-            member, saved = resumed_config(member, member_dir)
+            # the committee's call already chose what it takes; each member takes it up, unless its
+            # final phase began
+            member, saved = resumed_config(member, member_dir, RESUMABLE)
         results.append(fit_model(member.validate(), member_dir, saved=saved, progress=progress, datasets=datasets))
         if results[-1].stopped == "paused":  # --stop-after: the rest waits for --resume
             break

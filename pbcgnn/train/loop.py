@@ -37,6 +37,8 @@ BUDGET = ("train.epochs", "train.max_minutes", "train.stop_after")
 WHERE = ("train.device", "data.cache_dir")
 #: Options it may take up before they act: the final phase's energy weight, until that phase began.
 LATER = ("train.final_energy_weight",)
+#: Every option a resumed run may take from its call.
+RESUMABLE = BUDGET + WHERE + LATER
 #: Options that name files: a resumed run compares the files, not the spelling.
 PATHS = ("data.paths", "data.val_paths", "transfer.init_from")
 
@@ -67,7 +69,8 @@ def resumed_config(config: Config, out: Path, given: Collection[str] | None = No
     if "train_state" not in ckpt:
         raise InputError("checkpoint has no training state to resume from", path=path)
     stored = Config.from_dict(ckpt["config"])
-    free = BUDGET + WHERE + (() if ckpt["train_state"]["loop"].get("final_phase") else LATER)
+    began = ckpt["train_state"].get("loop", {}).get("final_phase", False)  # a committee marker has no loop
+    free = BUDGET + WHERE + (() if began else LATER)
     take = BUDGET if given is None else [n for n in free if n == "train.stop_after" or n in given]
     for name in sorted(set(given or ()) - set(free)):
         wanted, kept = _option(config, name), _option(stored, name)
@@ -106,9 +109,33 @@ def _out_of_budget(tc: TrainConfig, state: TrainState) -> bool:
     return tc.max_minutes is not None and state.elapsed_s > 60 * tc.max_minutes
 
 
-def _sitting_over(tc: TrainConfig, seconds: float) -> bool:
-    """This invocation has trained ``stop_after`` minutes: pause (the schedule is not touched)."""
-    return tc.stop_after is not None and seconds > 60 * tc.stop_after
+def _stop_reason(tc: TrainConfig, state: TrainState, sitting_s: float) -> str | None:
+    """Why the run stops after this epoch, if it does; ``paused`` after ``stop_after`` minutes of
+    this invocation (``sitting_s``), the schedule untouched."""
+    if state.bad_epochs >= tc.patience:
+        return "early stop"
+    if _out_of_budget(tc, state):
+        return "time limit"
+    if tc.stop_after is not None and sitting_s > 60 * tc.stop_after and state.epoch < tc.epochs:
+        return "paused"
+    return None
+
+
+def _schedule(tc: TrainConfig, state: TrainState, training: Training, epoch: int, elapsed: float):
+    """``(progress, lr_at, energy_weight_at)`` of ``epoch``, each a function of ``(step, steps)``:
+    the fraction of the budget used, and the learning rate and energy weight there."""
+    epoch_s = state.epoch_s
+
+    def progress(step: int, steps: int) -> float:
+        return budget_progress(tc, epoch, step, steps, elapsed, epoch_s)
+
+    def lr_at(step: int, steps: int) -> float | None:
+        return scheduled_lr(tc, state, training.optimizer.param_groups[0]["lr"], progress(step, steps))
+
+    def energy_weight_at(step: int, steps: int) -> float:
+        return energy_weight(tc, progress(step, steps))
+
+    return progress, lr_at, energy_weight_at
 
 
 def fit_model(config: Config, out: Path, *, saved: dict[str, Any] | None = None, progress: bool = True,
@@ -145,17 +172,7 @@ def fit_model(config: Config, out: Path, *, saved: dict[str, Any] | None = None,
         t0 = time.monotonic()
         sampler.set_epoch(epoch)
         elapsed = elapsed_before + distributed.elapsed_since(t_start, ctx)
-        epoch_s = state.epoch_s
-
-        def progress(step: int, steps: int) -> float:
-            return budget_progress(tc, epoch, step, steps, elapsed, epoch_s)
-
-        def lr_at(step: int, steps: int) -> float | None:
-            return scheduled_lr(tc, state, training.optimizer.param_groups[0]["lr"], progress(step, steps))
-
-        def energy_weight_at(step: int, steps: int) -> float:
-            return energy_weight(tc, progress(step, steps))
-
+        progress, lr_at, energy_weight_at = _schedule(tc, state, training, epoch, elapsed)
         terms = train_epoch(net, training, train_loader, tc, ctx, device, epoch=epoch, out=out, lr_at=lr_at,
                             energy_weight_at=energy_weight_at)
         val_energy_weight = energy_weight_at(1, 1)  # the weight at the end of the epoch
@@ -177,14 +194,9 @@ def fit_model(config: Config, out: Path, *, saved: dict[str, Any] | None = None,
         if ctx.is_main:  # rank 0 alone writes logs and checkpoints
             _log_epoch(writer, record)
             _save(out, config, train_set.elements, training, state, val, improved)
-        if state.bad_epochs >= tc.patience:
-            stopped = "early stop"
-            break
-        if _out_of_budget(tc, state):
-            stopped = "time limit"
-            break
-        if _sitting_over(tc, state.elapsed_s - elapsed_before) and state.epoch < tc.epochs:
-            stopped = "paused"
+        reason = _stop_reason(tc, state, state.elapsed_s - elapsed_before)
+        if reason is not None:
+            stopped = reason
             break
     bar.close()
     if writer is not None:

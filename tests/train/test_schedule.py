@@ -10,6 +10,7 @@ import torch
 from pbcgnn.checkpoint import read_checkpoint
 from pbcgnn.config import Config, DataConfig, ModelConfig, TrainConfig
 from pbcgnn.errors import InputError
+from pbcgnn.train import epoch as epoch_mod
 from pbcgnn.train import loop as loop_mod
 from pbcgnn.train.run import fit
 from pbcgnn.train.schedule import annealed_lr, budget_progress, cosine_lr
@@ -34,6 +35,19 @@ def spy_on_lr(monkeypatch) -> list[float]:
         return step(self, *args, **kwargs)
 
     monkeypatch.setattr(torch.optim.AdamW, "step", spy)
+    return seen
+
+
+def spy_on_energy_weight(monkeypatch) -> list[float]:
+    """The loss's energy weight at every training step."""
+    seen: list[float] = []
+    loss = epoch_mod.energy_force_loss
+
+    def spy(pred, batch, energy_weight, *args, **kwargs):
+        seen.append(energy_weight)
+        return loss(pred, batch, energy_weight, *args, **kwargs)
+
+    monkeypatch.setattr(epoch_mod, "energy_force_loss", spy)
     return seen
 
 
@@ -182,16 +196,7 @@ def test_ema_decay_warms_up_then_equals_the_fixed_decay():
 def test_final_energy_weight_trains_the_last_phase_and_picks_best_from_it(bundled_n2p2, tmp_path, monkeypatch):
     """Over the last --anneal fraction the loss weighs energies by final_energy_weight (MACE's SWA
     stage); validation losses from there on use it too, so best.pt is chosen within that phase."""
-    from pbcgnn.train import epoch as epoch_mod
-
-    weights: list[float] = []
-    loss = epoch_mod.energy_force_loss
-
-    def spy(pred, batch, energy_weight, *args, **kwargs):
-        weights.append(energy_weight)
-        return loss(pred, batch, energy_weight, *args, **kwargs)
-
-    monkeypatch.setattr(epoch_mod, "energy_force_loss", spy)
+    weights = spy_on_energy_weight(monkeypatch)
     cfg = config(bundled_n2p2, 4, lr_schedule="plateau", anneal=0.5, energy_weight=10.0, final_energy_weight=1000.0)
     result = fit(cfg, tmp_path, progress=False)
     steps = len(weights) // 4
@@ -206,16 +211,7 @@ def test_final_energy_weight_trains_the_last_phase_and_picks_best_from_it(bundle
 
 def test_final_energy_weight_can_be_taken_up_on_resume_until_its_phase_began(bundled_n2p2, tmp_path, monkeypatch):
     """A long run may switch on its final energy phase in a later sitting, not once the phase began."""
-    from pbcgnn.train import epoch as epoch_mod
-
-    weights: list[float] = []
-    loss = epoch_mod.energy_force_loss
-
-    def spy(pred, batch, energy_weight, *args, **kwargs):
-        weights.append(energy_weight)
-        return loss(pred, batch, energy_weight, *args, **kwargs)
-
-    monkeypatch.setattr(epoch_mod, "energy_force_loss", spy)
+    weights = spy_on_energy_weight(monkeypatch)
     plain = config(bundled_n2p2, 4, lr_schedule="plateau", anneal=0.5, energy_weight=10.0)
     fit(plain.replace(train={"epochs": 1}), tmp_path, progress=False)
     given = {"train.epochs", "train.final_energy_weight"}
