@@ -49,6 +49,7 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "lr3e-3": ({}, {"lr": 3e-3}),
     "batch2": ({}, {"batch_size": 2}),
     "batch8": ({}, {"batch_size": 8}),
+    "wd0.01": ({}, {"weight_decay": 0.01}),
     "ema0": ({}, {"ema_decay": 0.0}),
     "ema999": ({}, {"ema_decay": 0.999}),
     "cutoff5": ({"cutoff": 5.0}, {}),

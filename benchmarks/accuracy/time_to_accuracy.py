@@ -54,6 +54,9 @@ _spec.loader.exec_module(run)
 
 HERE = Path(__file__).resolve().parent
 PACKAGES = ("pbcgnn", "schnetpack", "mace")
+#: The figure's legend: package, version and model (with --pbcgnn-args, the SchNet size may differ).
+LABELS = {"pbcgnn": "pbcgnn (SchNet)", "schnetpack": "SchNetPack 2.1.1 (SchNet)",
+          "mace": "MACE 0.3.16 (32x0e+32x1o, L=1)"}
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 #: MACE's model and recipe: a small standard water model (the issue's), batch size and cutoff pbcgnn's.
 MACE_ARGS = ["--name=mace", "--model=MACE", "--num_interactions=2", "--hidden_irreps=32x0e + 32x1o", "--max_L=1",
@@ -220,7 +223,8 @@ def plot(results: dict, path: Path) -> None:
     for (package, row), style in zip(results["packages"].items(), ("o-", "s--", "^-.")):
         points = [p for p in row.get("points", []) if "force_rmse_mev_per_A" in p]
         for ax, key in zip(axes, ("force_rmse_mev_per_A", "energy_rmse_mev_per_atom")):
-            ax.plot([p["minutes"] for p in points], [p[key] for p in points], style, label=package)
+            ax.plot([p["minutes"] for p in points], [p[key] for p in points], style,
+                    label=LABELS.get(package, package))
     marks = sorted({p["minutes"] for row in results["packages"].values() for p in row.get("points", [])})
     for ax, label in zip(axes, ("test force RMSE (meV/Å)", "test energy RMSE (meV/atom)")):
         ax.set(xscale="log", yscale="log", xlabel="training minutes (1 CPU thread)", ylabel=label)
