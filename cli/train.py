@@ -58,8 +58,8 @@ def _on_command_line(ctx: click.Context) -> list[str]:
 @click.option("--anneal", type=click.FloatRange(0, 1), default=_T.anneal, show_default=True,
               help="plateau: decay to --min-lr over this last fraction of --epochs or --max-minutes (0: never).")
 @click.option("--final-energy-weight", type=click.FloatRange(min=0), default=_T.final_energy_weight,
-              help="Energy weight over the last --anneal fraction of the budget (as MACE's SWA stage) "
-                   "[default: --energy-weight].")
+              help="Energy weight that the last --anneal fraction of the budget rises to as the rate "
+                   "falls (as MACE's SWA stage) [default: --energy-weight].")
 @click.option("--huber-delta", type=click.FloatRange(min=0, min_open=True), default=_T.huber_delta,
               help="Train on Huber losses with this delta (eV/atom, eV/A) instead of squares, as MACE "
                    "[default: squares].")

@@ -153,10 +153,12 @@ class TrainConfig:
             at the starting rate.
         anneal: fraction of the budget (epochs or minutes, as for ``cosine``) that ends a
             ``plateau`` run with a decay to ``min_lr``; 0 never decays there.
-        final_energy_weight: the loss's energy weight over that final fraction of the budget
-            (either schedule), as MACE's SWA stage raises it to fit energies once forces are
-            learnt; ``None`` keeps ``energy_weight``. Its losses do not compare with earlier
-            ones, so ``best.pt`` and early stopping start afresh with the phase's first epoch.
+        final_energy_weight: the loss's energy weight at the end of that final fraction of the
+            budget (either schedule), as MACE's SWA stage raises it to fit energies once forces
+            are learnt; over the phase it rises from ``energy_weight`` as the rate falls
+            (:func:`pbcgnn.train.schedule.energy_weight`). ``None`` keeps ``energy_weight``.
+            Validation weighs energies by it throughout the phase; those losses do not compare
+            with earlier ones, so ``best.pt`` and early stopping start afresh with the phase.
         huber_delta: train on Huber losses of the per-atom energy and force-component errors
             with this delta (eV/atom, eV/A; scaled to equal the squares below it), as MACE does;
             ``None`` trains on squares. Validation (``best.pt``, the plateaus, early stopping)

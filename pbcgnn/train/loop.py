@@ -22,7 +22,7 @@ from ..device import resolve_device
 from ..errors import InputError
 from . import distributed
 from .epoch import train_epoch, validate
-from .schedule import budget_progress, energy_weight, in_final_phase, scheduled_lr
+from .schedule import budget_progress, energy_weight, in_final_phase, scheduled_lr, validation_energy_weight
 from .setup import Training, set_up
 from .state import FitResult, TrainState
 
@@ -175,7 +175,7 @@ def fit_model(config: Config, out: Path, *, saved: dict[str, Any] | None = None,
         progress, lr_at, energy_weight_at = _schedule(tc, state, training, epoch, elapsed)
         terms = train_epoch(net, training, train_loader, tc, ctx, device, epoch=epoch, out=out, lr_at=lr_at,
                             energy_weight_at=energy_weight_at)
-        val_energy_weight = energy_weight_at(1, 1)  # the weight at the end of the epoch
+        val_energy_weight = validation_energy_weight(tc, progress(1, 1))  # as at the end of the epoch
         if tc.final_energy_weight is not None and in_final_phase(tc, progress(1, 1)) and not state.final_phase:
             state.enter_final_phase()
         # every rank: same decisions

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch_geometric.data import Batch
 
-__all__ = ["energy_force_loss", "loss_denominators", "penalty", "squared_errors", "ValidationLoss"]
+__all__ = ["ValidationLoss", "energy_force_loss", "loss_denominators", "penalty", "squared_errors"]
 
 
 def loss_denominators(batch: Batch) -> torch.Tensor:

@@ -6,7 +6,8 @@ import math
 from ..config import TrainConfig
 from .state import TrainState
 
-__all__ = ["cosine_lr", "annealed_lr", "budget_progress", "scheduled_lr", "in_final_phase", "energy_weight"]
+__all__ = ["cosine_lr", "annealed_lr", "budget_progress", "scheduled_lr", "in_final_phase", "energy_weight",
+           "validation_energy_weight"]
 
 
 def cosine_lr(lr: float, min_lr: float, progress: float) -> float:
@@ -64,7 +65,25 @@ def in_final_phase(tc: TrainConfig, progress: float) -> bool:
 
 
 def energy_weight(tc: TrainConfig, progress: float) -> float:
-    """The loss's energy weight at ``progress``: ``final_energy_weight`` in the final phase, if set."""
+    """The loss's energy weight at ``progress``. With ``final_energy_weight`` set, over the final
+    phase it rises from ``energy_weight`` to ``final_energy_weight`` as the annealed rate falls:
+    geometrically, along the same half cosine (linearly when either weight is 0).
+
+    A sudden tenfold jump at a high rate blew a run up: Adam's second-moment average (~1000
+    steps) still holds the old gradient scale, so the first steps after it are far too long.
+    """
+    if tc.final_energy_weight is None or not in_final_phase(tc, progress):
+        return tc.energy_weight
+    start, end = tc.energy_weight, tc.final_energy_weight
+    s = 1.0 - cosine_lr(1.0, 0.0, (progress - (1.0 - tc.anneal)) / tc.anneal)  # 0 -> 1 over the phase
+    if start > 0.0 and end > 0.0:
+        return start * (end / start) ** s
+    return start + (end - start) * s
+
+
+def validation_energy_weight(tc: TrainConfig, progress: float) -> float:
+    """The energy weight of the validation loss at ``progress``: the final one throughout the final
+    phase, so that its epochs compare with each other while the training weight rises."""
     if tc.final_energy_weight is not None and in_final_phase(tc, progress):
         return tc.final_energy_weight
     return tc.energy_weight

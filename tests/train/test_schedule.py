@@ -13,7 +13,7 @@ from pbcgnn.errors import InputError
 from pbcgnn.train import epoch as epoch_mod
 from pbcgnn.train import loop as loop_mod
 from pbcgnn.train.run import fit
-from pbcgnn.train.schedule import annealed_lr, budget_progress, cosine_lr
+from pbcgnn.train.schedule import annealed_lr, budget_progress, cosine_lr, energy_weight
 
 TINY = ModelConfig(hidden_channels=16, num_filters=16, num_interactions=1, num_rbf=8, cutoff=4.0, dtype="float64")
 
@@ -193,20 +193,46 @@ def test_ema_decay_warms_up_then_equals_the_fixed_decay():
     assert torch.allclose(a[0], b[0], rtol=1e-6)
 
 
-def test_final_energy_weight_trains_the_last_phase_and_picks_best_from_it(bundled_n2p2, tmp_path, monkeypatch):
-    """Over the last --anneal fraction the loss weighs energies by final_energy_weight (MACE's SWA
-    stage); validation losses from there on use it too, so best.pt is chosen within that phase."""
+def ramp(start: float, end: float, epochs: int, anneal: float, steps: int) -> list[float]:
+    """The energy weight at every step of a run whose final phase is its last ``anneal`` fraction:
+    from ``start`` to ``end`` by equal factors per unit of the half cosine, ``1 - cos(pi f)``."""
+    weights = []
+    for e in range(epochs):
+        for k in range(steps):
+            f = ((e + k / steps) / epochs - (1 - anneal)) / anneal
+            weights.append(start if f < 0 else start * (end / start) ** ((1 - math.cos(math.pi * f)) / 2))
+    return weights
+
+
+def test_final_energy_weight_rises_over_the_last_phase_and_picks_best_from_it(bundled_n2p2, tmp_path,
+                                                                              monkeypatch):
+    """Over the last --anneal fraction the loss's energy weight rises to final_energy_weight (MACE's
+    SWA stage) as the rate falls; validation losses from there on use the final weight, so
+    best.pt is chosen within that phase."""
     weights = spy_on_energy_weight(monkeypatch)
     cfg = config(bundled_n2p2, 4, lr_schedule="plateau", anneal=0.5, energy_weight=10.0, final_energy_weight=1000.0)
     result = fit(cfg, tmp_path, progress=False)
     steps = len(weights) // 4
-    assert weights == [10.0] * (2 * steps) + [1000.0] * (2 * steps)  # epochs 3 and 4 train in the final phase
+    assert weights[:2 * steps] == [10.0] * (2 * steps)  # epochs 3 and 4 train in the final phase
+    assert weights[3 * steps] == pytest.approx(100.0, rel=1e-12)  # halfway: the geometric mean
+    assert all(a < b for a, b in zip(weights[2 * steps:], weights[2 * steps + 1:]))
+    assert weights == pytest.approx(ramp(10.0, 1000.0, 4, 0.5, steps), rel=1e-12)
     # validated with the weight at each epoch's end: epoch 2 ends where the final phase begins
     assert [h["energy_weight"] for h in result.history] == [10.0, 1000.0, 1000.0, 1000.0]
     assert read_checkpoint(result.last)["train_state"]["loop"]["final_phase"]
     assert read_checkpoint(result.best)["epoch"] >= 2  # best.pt from the final phase
     with pytest.raises(InputError, match="final_energy_weight"):
         config(bundled_n2p2, 4, anneal=0.0, final_energy_weight=1000.0).validate()
+
+
+def test_final_energy_weight_ramp_ends_and_handles_zero():
+    tc = TrainConfig(epochs=10, energy_weight=10.0, final_energy_weight=1000.0, anneal=0.2)
+    assert energy_weight(tc, 0.79) == 10.0 and energy_weight(tc, 0.8) == pytest.approx(10.0, rel=1e-12)
+    assert energy_weight(tc, 1.0) == pytest.approx(1000.0, rel=1e-12)
+    assert energy_weight(tc, 2.0) == pytest.approx(1000.0, rel=1e-12)  # past the budget: the last weight
+    zero = TrainConfig(epochs=10, energy_weight=0.0, final_energy_weight=100.0, anneal=0.2)
+    assert energy_weight(zero, 0.9) == pytest.approx(50.0, rel=1e-12)  # linear in the cosine from 0
+    assert energy_weight(TrainConfig(epochs=10, energy_weight=10.0), 0.95) == 10.0  # no final phase
 
 
 def test_final_energy_weight_can_be_taken_up_on_resume_until_its_phase_began(bundled_n2p2, tmp_path, monkeypatch):
@@ -218,7 +244,7 @@ def test_final_energy_weight_can_be_taken_up_on_resume_until_its_phase_began(bun
     later = plain.replace(train={"final_energy_weight": 1000.0})
     result = fit(later, tmp_path, resume=True, given=given, progress=False)
     steps = len(weights) // 4
-    assert weights == [10.0] * (2 * steps) + [1000.0] * (2 * steps)
-    assert [h["energy_weight"] for h in result.history] == [10.0, 1000.0, 1000.0, 1000.0]  # as uninterrupted
+    assert weights == pytest.approx(ramp(10.0, 1000.0, 4, 0.5, steps), rel=1e-12)  # as uninterrupted
+    assert [h["energy_weight"] for h in result.history] == [10.0, 1000.0, 1000.0, 1000.0]
     with pytest.raises(InputError, match=r"final_energy_weight = 100\.0 given, but this run was started with 1000\.0"):
         loop_mod.resumed_config(plain.replace(train={"final_energy_weight": 100.0}), tmp_path, given)
