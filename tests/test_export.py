@@ -161,7 +161,10 @@ def test_cli_export_float32_by_default_with_capabilities_and_metadata(box48, tmp
     model = mta.load_atomistic_model(str(out))
     caps = model.capabilities()
     assert (caps.dtype, caps.length_unit, caps.atomic_types) == ("float32", "angstrom", [1, 8])
-    assert caps.interaction_range == pytest.approx(3 * 6.0)  # 3 interactions of 6 A
+    config = read_checkpoint(PRETRAINED)["config"]["model"]
+    # a message passes one cutoff per interaction
+    assert caps.interaction_range == pytest.approx(config["num_interactions"] * config["cutoff"])
+    assert config["num_interactions"] > 1
     assert "energy" in caps.outputs and "energy_ensemble" not in caps.outputs
     assert caps.outputs["energy"].unit == "eV" and set(caps.supported_devices) == {"cpu", "cuda"}
     (neighbors,) = model.requested_neighbor_lists()
