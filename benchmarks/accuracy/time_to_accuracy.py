@@ -1,4 +1,4 @@
-"""Time to accuracy (issue 14 item 4): test errors against minutes of training, for pbcgnn,
+"""Time to accuracy: test errors against minutes of training, for pbcgnn,
 SchNetPack and MACE side by side, on the same Cheng split, one CPU thread each.
 
 Usage (from the repository root; see README.md for the venvs and the full run):
@@ -58,7 +58,7 @@ PACKAGES = ("pbcgnn", "schnetpack", "mace")
 LABELS = {"pbcgnn": "pbcgnn (SchNet)", "schnetpack": "SchNetPack 2.1.1 (SchNet)",
           "mace": "MACE 0.3.16 (32x0e+32x1o, L=1)"}
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-#: MACE's model and recipe: a small standard water model (the issue's), batch size and cutoff pbcgnn's.
+#: MACE's model and recipe: a small standard water model (the one specified), batch size and cutoff pbcgnn's.
 MACE_ARGS = ["--name=mace", "--model=MACE", "--num_interactions=2", "--hidden_irreps=32x0e + 32x1o", "--max_L=1",
              "--correlation=3", "--E0s=average", "--valid_batch_size=8", "--lr=0.01", "--ema", "--ema_decay=0.99",
              "--amsgrad", "--default_dtype=float32", "--seed=0", "--device=cpu"]

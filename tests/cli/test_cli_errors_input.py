@@ -1,5 +1,5 @@
 """Bad input through the CLI (in-process CliRunner): exit 1, one `Error:` line naming the file and
-line or frame, no traceback. One test or more per class of issue 16 (input side); physics-free."""
+line or frame, no traceback. One test or more per class of bad input; physics-free."""
 from __future__ import annotations
 
 import gzip

@@ -11,7 +11,7 @@ from pbcgnn.graph import atoms_to_graph
 from pbcgnn.model import SchNet, compute_properties
 from pbcgnn.model.tabulate import TabulatedSchNet, tabulate
 
-TOLERANCE = 1e-5  # the bound; the default grid reaches ~1e-8 in float64
+TOLERANCE = 1e-5  # the required bound; the default grid reaches ~1e-8 in float64
 
 
 def errors(exact: dict, fast: dict, e_ref: float) -> dict[str, float]:
