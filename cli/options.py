@@ -7,7 +7,7 @@ from pbcgnn.config import CommitteeConfig, Config, DataConfig, ModelConfig, Trai
 from pbcgnn.units import ENERGY_UNITS, LENGTH_UNITS
 
 #: Config section and field of every ``pbcgnn train`` option that is not the field's own name.
-RENAMED = {"data": ("data", "paths"), "fmt": ("data", "format"), "features": ("model", "hidden_channels"),
+RENAMED = {"data": ("data", "paths"), "model": ("model", "architecture"), "fmt": ("data", "format"), "features": ("model", "hidden_channels"),
            "filters": ("model", "num_filters"), "interactions": ("model", "num_interactions"),
            "rbf": ("model", "num_rbf"), "committee": ("committee", "size")}
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "transfer": TransferConfig,

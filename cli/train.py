@@ -1,17 +1,17 @@
-"""``pbcgnn train``: fit a SchNet potential to periodic ab initio frames."""
+"""``pbcgnn train``: fit a SchNet or PaiNN potential to periodic ab initio frames."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import click
 
-from pbcgnn.config import CommitteeConfig, DataConfig, ModelConfig, TrainConfig, TransferConfig
+from pbcgnn.config import ARCHITECTURES, CommitteeConfig, DataConfig, ModelConfig, TrainConfig, TransferConfig
 
 from .options import config_field, config_from_params, data_options, data_paths, label_key_options
 
 _D, _M, _T, _X, _C = DataConfig(), ModelConfig(), TrainConfig(), TransferConfig(), CommitteeConfig()
 #: Options that define the architecture: taken from the checkpoint when fine-tuning.
-ARCHITECTURE = ("cutoff", "features", "filters", "interactions", "rbf")
+ARCHITECTURE = ("model", "cutoff", "features", "filters", "interactions", "rbf")
 BUNDLED = Path(__file__).resolve().parents[1] / "data" / "n2p2_h2o_rpbe_d3" / "input.data"
 
 
@@ -40,8 +40,11 @@ def _on_command_line(ctx: click.Context) -> list[str]:
 @click.option("--split-seed", type=int, default=_D.split_seed, show_default=True)
 @click.option("--cutoff", type=click.FloatRange(min=0, min_open=True), default=_M.cutoff, show_default=True,
               help="Neighbour cutoff in Angstrom.")
+@click.option("--model", type=click.Choice(ARCHITECTURES), default=_M.architecture, show_default=True,
+              help="schnet: invariant filters, fastest per epoch; painn: equivariant (directions), more accurate.")
 @click.option("--features", type=click.IntRange(min=1), default=_M.hidden_channels, show_default=True)
-@click.option("--filters", type=click.IntRange(min=1), default=_M.num_filters, show_default=True)
+@click.option("--filters", type=click.IntRange(min=1), default=_M.num_filters, show_default=True,
+              help="SchNet's convolution width (PaiNN's filters are 3 x --features).")
 @click.option("--interactions", type=click.IntRange(min=1), default=_M.num_interactions, show_default=True)
 @click.option("--rbf", type=click.IntRange(min=1), default=_M.num_rbf, show_default=True)
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default=_M.dtype, show_default=True)
@@ -90,7 +93,7 @@ def _on_command_line(ctx: click.Context) -> list[str]:
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @click.pass_context
 def train(ctx, data, out, resume, progress, **options) -> None:
-    """Train SchNet on DATA (n2p2 input.data, extended XYZ, any ASE format).
+    """Train SchNet (or --model painn) on DATA (n2p2 input.data, extended XYZ, any ASE format).
 
     With no DATA, trains on the bundled real water sample (16 RPBE-D3 frames).
     With --init-from, fine-tunes a trained checkpoint on DATA (e.g. a higher level of theory;

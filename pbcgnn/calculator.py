@@ -137,7 +137,8 @@ class PbcgnnCalculator(Calculator):
         model, ckpt = load_checkpoint(path, device=device, dtype=dtype)
         if tabulate:
             if type(model) is not SchNet:
-                raise InputError("tabulation works for single models, not committees", path=path)
+                raise InputError("tabulation works for single SchNet models, not committees or other "
+                                 "architectures", path=path)
             model = make_table(model)
         kwargs.setdefault("elements", ckpt.get("elements"))
         kwargs.setdefault("periodic", bool(ckpt.get("periodic", True)))

@@ -46,7 +46,7 @@ import torch
 from . import __version__
 from .config import Config
 from .errors import InputError, OutputError, first_line
-from .model import SchNet
+from .model import ARCHITECTURES, EnergyModel
 from .model.committee import Committee
 
 __all__ = ["FORMAT_VERSION", "UNITS", "save_checkpoint", "atomic_output", "read_checkpoint", "checkpoint_config",
@@ -228,10 +228,10 @@ def _load_failure(err: Exception) -> str:
     return f"an unreadable file ({type(err).__name__}: {first_line(err)})"
 
 
-def build_model(config: Config) -> SchNet:
-    """A freshly initialised model of the configured size and dtype."""
+def build_model(config: Config) -> EnergyModel:
+    """A freshly initialised model of the configured architecture, size and dtype."""
     dtype = getattr(torch, config.model.dtype)
-    return SchNet(**config.model.schnet_kwargs()).to(dtype)
+    return ARCHITECTURES[config.model.architecture](**config.model.model_kwargs()).to(dtype)
 
 
 def load_checkpoint(
@@ -245,7 +245,7 @@ def load_checkpoint(
         dtype: ``"float32"``/``"float64"`` to override the trained dtype (e.g. float64 for MD).
 
     Returns:
-        ``(model, checkpoint)`` with the model in eval mode: a :class:`SchNet`, or for a
+        ``(model, checkpoint)`` with the model in eval mode: an :class:`EnergyModel`, or for a
         committee checkpoint a :class:`pbcgnn.model.Committee` of them (same ``forward``,
         returning the members' mean energy; ``members`` and ``cutoff`` attributes).
     """
@@ -257,7 +257,7 @@ def model_from_checkpoint(
     ckpt: dict[str, Any], device: str | torch.device = "cpu", dtype: str | None = None,
     path: str | os.PathLike | None = None,
 ) -> torch.nn.Module:
-    """The model (SchNet or Committee) of a checkpoint dict, in eval mode; see :func:`load_checkpoint`.
+    """The model (an architecture or a Committee of one) of a checkpoint dict, in eval mode; see :func:`load_checkpoint`.
 
     Raises:
         InputError: a config or weights that do not make this model, naming ``path``.

@@ -18,7 +18,7 @@ def _check(cond: bool, message: str) -> None:
         raise InputError(message)
 
 
-#: Freeze group -> attribute names of :class:`pbcgnn.model.SchNet` it covers.
+#: Freeze group -> attribute names it covers, the same in every architecture (:class:`pbcgnn.model.EnergyModel`).
 GROUPS = {"embedding": ("embedding",), "interactions": ("interactions",), "readout": ("lin1", "lin2")}
 
 
@@ -108,10 +108,20 @@ class DataConfig:
                f"unknown energy unit {self.energy_unit!r}")
 
 
+#: The architectures ``pbcgnn train --model`` builds (:data:`pbcgnn.model.ARCHITECTURES`).
+ARCHITECTURES = ("schnet", "painn")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    """SchNet size; see :class:`pbcgnn.model.SchNet`. ``dtype`` is float32 or float64."""
+    """Architecture and size: :class:`pbcgnn.model.SchNet` or :class:`pbcgnn.model.PaiNN`.
 
+    ``num_filters`` is SchNet's convolution width (PaiNN's filters are 3 x ``hidden_channels``);
+    ``dtype`` is float32 or float64. Checkpoints written before the architecture was stored
+    load as SchNet (the default).
+    """
+
+    architecture: str = "schnet"
     hidden_channels: int = 64
     num_filters: int = 64
     num_interactions: int = 3
@@ -124,9 +134,13 @@ class ModelConfig:
             _check(getattr(self, name) >= 1, f"expected {name} >= 1, found {getattr(self, name)}")
         _check(self.cutoff > 0, f"expected a positive cutoff, found {self.cutoff}")
         _check(self.dtype in ("float32", "float64"), f"expected dtype float32 or float64, found {self.dtype!r}")
+        _check(self.architecture in ARCHITECTURES,
+               f"expected a model in {', '.join(ARCHITECTURES)}, found {self.architecture!r}")
 
-    def schnet_kwargs(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "dtype"}
+    def model_kwargs(self) -> dict[str, Any]:
+        """The architecture's constructor arguments."""
+        skip = {"dtype", "architecture"} | ({"num_filters"} if self.architecture != "schnet" else set())
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
 
 
 @dataclass(frozen=True)

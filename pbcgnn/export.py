@@ -22,16 +22,21 @@ import torch
 from . import __version__
 from .checkpoint import atomic_output, load_checkpoint
 from .errors import InputError
-from .model import Committee, SchNet
+from .model import Committee, EnergyModel
 from .model._torch_compat import unpatched_index_select
 
-__all__ = ["DTYPES", "SCHNET_REFERENCE", "export_metatomic", "import_metatomic"]
+__all__ = ["DTYPES", "REFERENCES", "SCHNET_REFERENCE", "export_metatomic", "import_metatomic"]
 
 #: The dtypes a model can be exported in (metatomic's ``capabilities.dtype``).
 DTYPES = ("float32", "float64")
 SCHNET_REFERENCE = ("K. T. Schuett, H. E. Sauceda, P.-J. Kindermans, A. Tkatchenko and K.-R. Mueller, "
                     "SchNet - A deep learning architecture for molecules and materials, "
                     "J. Chem. Phys. 148, 241722 (2018), https://doi.org/10.1063/1.5019779")
+PAINN_REFERENCE = ("K. T. Schuett, O. T. Unke and M. Gastegger, Equivariant message passing for the prediction "
+                   "of tensorial properties and molecular spectra, ICML 2021, PMLR 139, 9377-9388, "
+                   "https://arxiv.org/abs/2102.03150")
+#: Architecture -> (name, paper) for the exported model's metadata.
+REFERENCES = {"schnet": ("SchNet", SCHNET_REFERENCE), "painn": ("PaiNN", PAINN_REFERENCE)}
 
 
 def export_metatomic(checkpoint: str | os.PathLike, out: str | os.PathLike, dtype: str = "float32") -> Path:
@@ -92,7 +97,7 @@ def import_metatomic() -> ModuleType:
     return mta
 
 
-def _capabilities(mta: Any, members: list[SchNet], elements: list[int], dtype: str) -> Any:
+def _capabilities(mta: Any, members: list[EnergyModel], elements: list[int], dtype: str) -> Any:
     """metatomic ``ModelCapabilities``: what the exported model computes, in which units and dtype."""
     outputs = {"energy": mta.ModelOutput(unit="eV", sample_kind="atom", description="potential energy")}
     if len(members) > 1:
@@ -109,20 +114,21 @@ def _capabilities(mta: Any, members: list[SchNet], elements: list[int], dtype: s
     )
 
 
-def _metadata(mta: Any, members: list[SchNet], ckpt: dict[str, Any], checkpoint: str | os.PathLike) -> Any:
+def _metadata(mta: Any, members: list[EnergyModel], ckpt: dict[str, Any], checkpoint: str | os.PathLike) -> Any:
     """metatomic ``ModelMetadata``: name, description (architecture and energy) and references."""
     first = members[0]
+    name, paper = REFERENCES[first.architecture]
     committee = f", a committee of {len(members)}" if len(members) > 1 else ""
     description = (
-        f"SchNet for periodic systems ({first.hidden_channels} features, {first.num_interactions} interactions, "
-        f"{first.num_rbf} Gaussians, cutoff {first.cutoff:g} A{committee}) trained with pbcgnn "
+        f"{name} for periodic systems ({first.hidden_channels} features, {first.num_interactions} interactions, "
+        f"{first.num_rbf} radial functions, cutoff {first.cutoff:g} A{committee}) trained with pbcgnn "
         f"{ckpt.get('version', '?')}. E = sum_i (s y_i + E0[Z_i]) in eV with per-element reference "
         "energies E0 and scale s; forces and stress by autograd."
     )
     return mta.ModelMetadata(
-        name=f"pbcgnn SchNet ({Path(checkpoint).name})",
+        name=f"pbcgnn {name} ({Path(checkpoint).name})",
         description=description,
-        references={"architecture": [SCHNET_REFERENCE], "implementation": [f"pbcgnn {__version__}"]},
+        references={"architecture": [paper], "implementation": [f"pbcgnn {__version__}"]},
         extra={"pbcgnn_version": str(__version__), "checkpoint": str(Path(checkpoint).name),
                "epoch": str(ckpt.get("epoch", ""))},
     )

@@ -18,8 +18,8 @@ __all__ = ["EnergyModel"]
 class EnergyModel(Module):
     r"""Total energy, per-atom energies and the committee ensemble of pbcgnn models for metatomic engines.
 
-    Every member is a :class:`pbcgnn.model.SchNet` evaluated by
-    :meth:`~pbcgnn.model.SchNet.atomic_energies_plain` (its own layers and weights, sums by
+    Every member is a :class:`pbcgnn.model.EnergyModel` (SchNet, PaiNN) evaluated by
+    its ``atomic_energies_plain`` (its own layers and weights, sums by
     ``index_add``) on the engine's full neighbour list; the energy is
 
     .. math::

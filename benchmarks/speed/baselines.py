@@ -1,4 +1,4 @@
-"""The implementations the speed benchmark times against pbcgnn: SchNetPack's SchNet and a dense SchNet.
+"""The implementations the speed benchmark times against pbcgnn: SchNetPack's SchNet or PaiNN, and a dense SchNet.
 
 Nothing here is part of pbcgnn. SchNetPack is imported only inside :class:`SchNetPackCase`
 (``import schnetpack`` fails cleanly when it is not installed; the benchmark then drops
@@ -17,7 +17,8 @@ from ase import Atoms
 from pbcgnn.model import SchNet
 from pbcgnn.model.cfconv import shifted_softplus
 
-__all__ = ["SchNetPackCase", "DenseCase", "dense_bytes", "import_schnetpack", "matmul_flops", "replicate"]
+__all__ = ["SchNetPackCase", "schnetpack_representation", "DenseCase", "dense_bytes", "import_schnetpack",
+           "matmul_flops", "replicate"]
 
 
 def import_schnetpack():  # noqa: ANN201
@@ -36,17 +37,46 @@ def import_schnetpack():  # noqa: ANN201
 # --------------------------------------------------------------------------- SchNetPack
 
 
+def schnetpack_representation(spk, name: str, hparams: dict) -> torch.nn.Module:  # noqa: ANN001
+    """SchNetPack's ``"schnet"`` or ``"painn"`` representation of pbcgnn's sizes (Gaussians, cosine cutoff).
+
+    ``hparams``: ``hidden_channels``, ``num_interactions``, ``num_rbf``, ``cutoff`` (Å), and for SchNet
+    ``num_filters``. PaiNN gets separate weights per interaction and a filter network per interaction
+    (``shared_interactions=False, shared_filters=False``), SiLU, as SchNetPack's defaults.
+    """
+    cutoff = hparams["cutoff"]
+    radial_basis = spk.nn.GaussianRBF(n_rbf=hparams["num_rbf"], cutoff=cutoff)
+    if name == "schnet":
+        return spk.representation.SchNet(
+            n_atom_basis=hparams["hidden_channels"], n_filters=hparams["num_filters"],
+            n_interactions=hparams["num_interactions"], radial_basis=radial_basis,
+            cutoff_fn=spk.nn.CosineCutoff(cutoff),
+        )
+    if name == "painn":
+        return spk.representation.PaiNN(
+            n_atom_basis=hparams["hidden_channels"], n_interactions=hparams["num_interactions"],
+            radial_basis=radial_basis, cutoff_fn=spk.nn.CosineCutoff(cutoff),
+            shared_interactions=False, shared_filters=False,
+        )
+    raise ValueError(f"unknown SchNetPack representation {name!r}; expected one of "
+                     f"{SchNetPackCase.REPRESENTATIONS}")
+
+
 class SchNetPackCase:
-    """SchNetPack's ``NeuralNetworkPotential(SchNet -> Atomwise, Forces)`` of the benchmark size.
+    """SchNetPack's ``NeuralNetworkPotential(SchNet or PaiNN -> Atomwise, Forces)`` of the benchmark size.
 
     Args:
-        hparams: pbcgnn's SchNet hyper-parameters (sizes are copied, weights are SchNetPack's own).
+        hparams: pbcgnn's model hyper-parameters (sizes are copied, weights are SchNetPack's own);
+            see :func:`schnetpack_representation`.
         neighbor_list: ``"MatScipy"``, ``"ASE"`` or ``"Torch"``: which SchNetPack transform builds the list.
+        representation: ``"schnet"`` or ``"painn"``.
     """
 
     NEIGHBOR_LISTS = ("MatScipy", "ASE", "Torch")
+    REPRESENTATIONS = ("schnet", "painn")
 
-    def __init__(self, hparams: dict, neighbor_list: str = "MatScipy", device: str = "cpu") -> None:
+    def __init__(self, hparams: dict, neighbor_list: str = "MatScipy", device: str = "cpu",
+                 representation: str = "schnet") -> None:
         spk = import_schnetpack()
         if spk is None:
             raise RuntimeError("schnetpack is not importable")
@@ -54,14 +84,8 @@ class SchNetPackCase:
 
         self.spk, self.device = spk, torch.device(device)
         cutoff = hparams["cutoff"]
-        representation = spk.representation.SchNet(
-            n_atom_basis=hparams["hidden_channels"], n_filters=hparams["num_filters"],
-            n_interactions=hparams["num_interactions"],
-            radial_basis=spk.nn.GaussianRBF(n_rbf=hparams["num_rbf"], cutoff=cutoff),
-            cutoff_fn=spk.nn.CosineCutoff(cutoff),
-        )
         self.model = spk.model.NeuralNetworkPotential(
-            representation=representation,
+            representation=schnetpack_representation(spk, representation, hparams),
             input_modules=[spk.atomistic.PairwiseDistances()],
             output_modules=[spk.atomistic.Atomwise(n_in=hparams["hidden_channels"], output_key="energy"),
                             spk.atomistic.Forces(energy_key="energy", force_key="forces")],

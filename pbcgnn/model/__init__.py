@@ -1,4 +1,4 @@
-"""The SchNet energy model, its layers, reference energies, committees and autograd derivatives."""
+"""The energy models (SchNet, PaiNN), their layers, reference energies, committees and autograd derivatives."""
 from __future__ import annotations
 
 from .cfconv import CFConv, InteractionBlock, shifted_softplus
@@ -6,10 +6,18 @@ from .committee import Committee, committee_properties
 from .derivatives import compute_properties
 from .radial import CosineCutoff, GaussianRBF
 from .reference import AtomicReference, estimate_scale, fit_reference_energies
+from .base import EnergyModel
+from .painn import PaiNN
 from .schnet import SchNet
 
+#: ``ModelConfig.architecture`` -> model class (:func:`pbcgnn.checkpoint.build_model`).
+ARCHITECTURES: dict[str, type[EnergyModel]] = {"schnet": SchNet, "painn": PaiNN}
+
 __all__ = [
+    "ARCHITECTURES",
     "AtomicReference",
+    "EnergyModel",
+    "PaiNN",
     "CFConv",
     "Committee",
     "CosineCutoff",

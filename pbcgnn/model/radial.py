@@ -5,7 +5,7 @@ import math
 
 import torch
 
-__all__ = ["GaussianRBF", "CosineCutoff"]
+__all__ = ["GaussianRBF", "BesselRBF", "CosineCutoff"]
 
 
 class GaussianRBF(torch.nn.Module):
@@ -52,6 +52,41 @@ class GaussianRBF(torch.nn.Module):
             f"{self.__class__.__name__}(num_rbf={self.num_rbf}, "
             f"start={float(self.mu[0]):g}, cutoff={float(self.mu[-1]):g})"
         )
+
+
+class BesselRBF(torch.nn.Module):
+    r"""Sine (zeroth-order spherical Bessel) radial basis, as in PaiNN (Schuett et al., ICML 2021).
+
+    .. math::
+        e_n(d) = \frac{\sin(n \pi d / r_c)}{d}, \qquad n = 1, \dots, K
+
+    Every function vanishes at :math:`r_c`; smoothness of the derivative there comes from
+    :class:`CosineCutoff`.
+
+    Args:
+        num_rbf: number of functions :math:`K`.
+        cutoff: :math:`r_c` in Angstrom.
+
+    Shapes:
+        - **input:** distances :math:`(|\mathcal{E}|)` in Angstrom, all positive
+        - **output:** :math:`(|\mathcal{E}|, K)` in 1/Angstrom
+    """
+
+    def __init__(self, num_rbf: int, cutoff: float) -> None:
+        super().__init__()
+        if num_rbf < 1 or not cutoff > 0:
+            raise ValueError(f"BesselRBF: expected num_rbf >= 1 and cutoff > 0, found {num_rbf}, {cutoff}")
+        self.num_rbf = int(num_rbf)
+        self.register_buffer("freq", torch.arange(1, self.num_rbf + 1) * (math.pi / float(cutoff)))  # [K] 1/A
+
+    def forward(self, d: torch.Tensor) -> torch.Tensor:
+        """Expand distances ``d`` [E] (Angstrom) into [E, num_rbf]; finite at d = 0 (the training grid's first point)."""
+        freq = self.freq.to(d.dtype)
+        return freq * torch.sinc(d.unsqueeze(-1) * freq / math.pi)  # sin(f d) / d, = f at d = 0
+
+    def __repr__(self) -> str:
+        cutoff = math.pi / float(self.freq[0])
+        return f"{self.__class__.__name__}(num_rbf={self.num_rbf}, cutoff={cutoff:g})"
 
 
 class CosineCutoff(torch.nn.Module):

@@ -4,26 +4,20 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 from torch.nn import Embedding, Linear, ModuleList
-from torch_geometric.data import Data
-from torch_geometric.utils import scatter
 
 from ..config import ModelConfig
-from ..neighbors import edge_vectors, mirror_pairs, spatial_order
 from .aggregate import Aggregation, NetworkFilter, select
+from .base import SPATIAL_ORDER_MIN_ATOMS, EnergyModel
 from .cfconv import InteractionBlock, shifted_softplus
 from .radial import CosineCutoff, GaussianRBF
 from .reference import AtomicReference
 
 __all__ = ["SchNet", "SPATIAL_ORDER_MIN_ATOMS"]
 
-#: From this many atoms (all frames together) the model relabels atoms in Morton order
-#: internally (:func:`pbcgnn.neighbors.spatial_order`); [N, F] features then exceed the CPU cache.
-SPATIAL_ORDER_MIN_ATOMS = 8192
-
 _DEFAULT = ModelConfig()  # the one set of default sizes
 
 
-class SchNet(torch.nn.Module):
+class SchNet(EnergyModel):
     r"""SchNet for periodic systems (Schuett et al., J. Chem. Phys. 148, 241722 (2018)).
 
     .. math::
@@ -68,7 +62,7 @@ class SchNet(torch.nn.Module):
         max_z: largest atomic number the embedding accepts.
     """
 
-    __jit_unused_properties__ = ["hparams"]  # a plain dict: not for TorchScript
+    architecture = "schnet"
 
     def __init__(
         self,
@@ -126,40 +120,11 @@ class SchNet(torch.nn.Module):
             "max_z": self.max_z,
         }
 
-    def atomic_energies(
-        self,
-        z: Tensor,
-        pos: Tensor,
-        edge_index: Tensor,
-        cell_offsets: Tensor,
-        cell: Tensor,
-        batch: Tensor | None = None,
-    ) -> Tensor:
-        """Per-atom energies [N] float64 in eV; arguments as in :meth:`forward`."""
-        dtype = self.lin1.weight.dtype
-        cell = cell.reshape(-1, 3, 3)
-        if batch is None:
-            if cell.shape[0] != 1:
-                raise ValueError(f"SchNet: batch is required for {cell.shape[0]} cells")
-            batch = torch.zeros_like(z)
-        pairs = mirror_pairs(edge_index, cell_offsets)  # [E/2] one edge per mirror pair, or None
-        symmetric = pairs is not None
-        if symmetric:
-            edge_index, cell_offsets = edge_index[:, pairs], cell_offsets[pairs]
-        inverse = None
-        if z.shape[0] >= SPATIAL_ORDER_MIN_ATOMS:  # relabel atoms in space-filling-curve order
-            order = spatial_order(pos, cell, batch)  # [N]
-            inverse = torch.empty_like(order)
-            inverse[order] = torch.arange(order.numel(), device=order.device)
-            z, pos, batch, edge_index = z[order], pos[order], batch[order], inverse[edge_index]
-            by_centre = torch.argsort(edge_index[1], stable=True)  # chunks of edges around one place
-            edge_index, cell_offsets = edge_index[:, by_centre], cell_offsets[by_centre]
-        # Cast at the boundary; .to() is differentiable, so float64 pos/cell still get gradients.
-        vec = edge_vectors(pos.to(dtype), edge_index, cell_offsets, cell.to(dtype), batch)  # [E, 3]
-        edge_index, d = self.within_cutoff(edge_index, vec)  # [2, E'], [E'] Angstrom
+    def edge_energies(self, z: Tensor, edge_index: Tensor, vec: Tensor, symmetric: bool) -> Tensor:
+        """Per-atom energies [N] float64 eV from edge vectors; see :meth:`EnergyModel.edge_energies`."""
+        edge_index, _, d = self.within_cutoff(edge_index, vec)  # [2, E'], [E'] Angstrom
         h = self.interact(self.embedding(z), edge_index, d, symmetric)  # [N, H]
-        energies = self.reference(self.readout(h), z)  # [N] float64 eV
-        return energies if inverse is None else energies[inverse]  # in the caller's atom order
+        return self.reference(self.readout(h), z)  # [N] float64 eV
 
     @torch.jit.export
     def atomic_energies_plain(self, z: Tensor, edge_index: Tensor, vec: Tensor) -> Tensor:
@@ -175,21 +140,12 @@ class SchNet(torch.nn.Module):
             vec: [E, 3] edge vectors ``pos[j] - pos[i] + shift @ cell`` in Angstrom, in the
                 parameters' dtype (gradients reach positions and cell through them).
         """
-        edge_index, d = self.within_cutoff(edge_index, vec)  # [2, E'], [E']
+        edge_index, _, d = self.within_cutoff(edge_index, vec)  # [2, E'], [E']
         edge_rbf, edge_cutoff = self.radial(d)  # [E', K], [E']
         h = self.embedding(z)  # [N, H]
         for block in self.interactions:
             h = h + block.plain(h, edge_index, edge_rbf, edge_cutoff)
         return self.reference(self.readout(h), z)  # [N] float64 eV
-
-    def within_cutoff(self, edge_index: Tensor, vec: Tensor) -> tuple[Tensor, Tensor]:
-        """The edges [2, E'] shorter than the cutoff and their lengths [E'] (Angstrom), from vectors [E, 3]."""
-        d = torch.linalg.vector_norm(vec, dim=-1)  # [E] Angstrom
-        inside = d < self.envelope.cutoff.to(d.dtype)  # [E]; beyond: exactly zero message and gradient
-        if not bool(inside.all()):
-            keep = inside.nonzero().squeeze(1)
-            edge_index, d = edge_index[:, keep], d[keep]
-        return edge_index, d
 
     def readout(self, h: Tensor) -> Tensor:
         """The atomwise MLP: features [N, H] -> network outputs ``y`` [N] (before scale and E0)."""
@@ -216,41 +172,3 @@ class SchNet(torch.nn.Module):
         for block in self.interactions:
             h = h + block(h, edge_index, edge_attr, symmetric, aggregation)
         return h
-
-    @torch.jit.unused  # the aggregation seam is plain Python; TorchScript uses atomic_energies_plain()
-    def forward(
-        self,
-        z: Tensor,
-        pos: Tensor,
-        edge_index: Tensor,
-        cell_offsets: Tensor,
-        cell: Tensor,
-        batch: Tensor | None = None,
-        num_graphs: int | None = None,
-    ) -> Tensor:
-        """Total energy per frame.
-
-        Args:
-            z: [N] int64 atomic numbers.
-            pos: [N, 3] positions, Angstrom (any float dtype).
-            edge_index: [2, E] int64, rows (j, i) = (neighbour, centre).
-            cell_offsets: [E, 3] integer image shifts.
-            cell: [B, 3, 3] lattice vectors as rows, Angstrom (zeros for non-periodic frames).
-            batch: [N] int64 frame index per atom; None for a single frame.
-            num_graphs: B; defaults to the number of cells.
-
-        Returns:
-            [B] float64 total energies, eV.
-        """
-        energies = self.atomic_energies(z, pos, edge_index, cell_offsets, cell, batch)  # [N]
-        if num_graphs is None:
-            num_graphs = cell.reshape(-1, 3, 3).shape[0]
-        index = torch.zeros_like(z) if batch is None else batch
-        return scatter(energies, index, dim=0, dim_size=num_graphs, reduce="sum")  # [B]
-
-    def forward_data(self, data: Data) -> Tensor:
-        """:meth:`forward` on a PyG ``Data`` (one frame) or ``Batch``; returns [B] float64 eV."""
-        return self(data.z, data.pos, data.edge_index, data.cell_offsets, data.cell, data.batch)
-
-    def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v}" for k, v in self.hparams.items())

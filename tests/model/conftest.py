@@ -1,4 +1,4 @@
-"""Fixtures for the model tests: real water frames and small random float64 SchNets."""
+"""Fixtures for the model tests: real water frames and small random float64 models of every architecture."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -10,7 +10,7 @@ import torch
 from ase import Atoms
 
 from pbcgnn.graph import atoms_to_graph
-from pbcgnn.model import SchNet, compute_properties
+from pbcgnn.model import ARCHITECTURES, EnergyModel, SchNet, compute_properties
 
 CUTOFF = 6.0  # Angstrom: longer than half the 7.82 A box, so atoms see several images
 E0 = {1: -13.6, 8: -430.0}  # eV, arbitrary non-zero values to exercise the reference path
@@ -42,12 +42,15 @@ def water(shared_data, water_frames) -> list[Atoms]:
     return frames
 
 
-def random_model(seed: int = 0, hidden: int = 32, interactions: int = 3, num_rbf: int = 50) -> SchNet:
-    """float64 SchNet with random weights, perturbed biases, a scale and non-zero e0 (train mode)."""
+def random_model(seed: int = 0, hidden: int = 32, interactions: int = 3, num_rbf: int = 50,
+                 architecture: str = "schnet") -> EnergyModel:
+    """float64 model with random weights, perturbed biases, a scale and non-zero e0 (train mode)."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        model = SchNet(hidden_channels=hidden, num_filters=hidden, num_interactions=interactions,
-                       num_rbf=num_rbf, cutoff=CUTOFF)
+        sizes = {"hidden_channels": hidden, "num_interactions": interactions, "num_rbf": num_rbf, "cutoff": CUTOFF}
+        if architecture == "schnet":
+            sizes["num_filters"] = hidden
+        model = ARCHITECTURES[architecture](**sizes)
         model = model.double()
         with torch.no_grad():  # non-zero biases, so every term of the network is exercised
             for p in model.parameters():
@@ -57,36 +60,49 @@ def random_model(seed: int = 0, hidden: int = 32, interactions: int = 3, num_rbf
 
 
 @pytest.fixture(scope="session")
-def make_model() -> Callable[..., SchNet]:
-    """:func:`random_model`: ``make_model(seed=0, hidden=32, interactions=3, num_rbf=50)``."""
+def make_model() -> Callable[..., EnergyModel]:
+    """:func:`random_model`: ``make_model(seed=0, hidden=32, interactions=3, num_rbf=50, architecture="schnet")``."""
     return random_model
 
 
-@pytest.fixture(scope="session")
-def trained_model(shared_data, tmp_path_factory) -> SchNet:
-    """The same architecture trained for a few epochs on the 16 real RPBE-D3 frames (float64)."""
+def train_small(data: str, out, architecture: str = "schnet") -> EnergyModel:
+    """A 32x3 float64 model of ``architecture`` trained for 12 epochs on ``data``, loaded from its best.pt."""
     from pbcgnn.checkpoint import load_checkpoint
     from pbcgnn.config import Config, DataConfig, ModelConfig, TrainConfig
     from pbcgnn.train.run import fit
 
     config = Config(
-        data=DataConfig(paths=(str(shared_data / "n2p2_h2o_rpbe_d3" / "input.data"),)),
-        model=ModelConfig(hidden_channels=32, num_filters=32, num_interactions=3, num_rbf=20, cutoff=CUTOFF,
-                          dtype="float64"),
+        data=DataConfig(paths=(data,)),
+        model=ModelConfig(architecture=architecture, hidden_channels=32, num_filters=32, num_interactions=3,
+                          num_rbf=20, cutoff=CUTOFF, dtype="float64"),
         train=TrainConfig(epochs=12, batch_size=4, lr=5e-3, seed=1, device="cpu"),
     )
-    result = fit(config, tmp_path_factory.mktemp("trained_model"), progress=False)
+    result = fit(config, out, progress=False)
     model, _ = load_checkpoint(result.best)
     assert float(model.lin2.weight.abs().sum()) > 0  # really trained: the zero readout moved
     return model
 
 
-@pytest.fixture(params=["untrained", "trained"])
-def model(request) -> SchNet:
-    """Physics must hold for random weights and for weights after real training."""
-    if request.param == "untrained":
-        return random_model(num_rbf=20)
-    return request.getfixturevalue("trained_model")
+@pytest.fixture(scope="session")
+def trained_model(shared_data, tmp_path_factory) -> SchNet:
+    """SchNet trained for a few epochs on the 16 real RPBE-D3 frames (float64)."""
+    return train_small(str(shared_data / "n2p2_h2o_rpbe_d3" / "input.data"), tmp_path_factory.mktemp("trained"))
+
+
+@pytest.fixture(scope="session")
+def trained_painn(shared_data, tmp_path_factory) -> EnergyModel:
+    """PaiNN trained for a few epochs on the 16 real RPBE-D3 frames (float64)."""
+    return train_small(str(shared_data / "n2p2_h2o_rpbe_d3" / "input.data"), tmp_path_factory.mktemp("painn"),
+                       architecture="painn")
+
+
+@pytest.fixture(params=["schnet-untrained", "schnet-trained", "painn-untrained", "painn-trained"])
+def model(request) -> EnergyModel:
+    """Physics must hold for every architecture, with random weights and after real training."""
+    architecture, state = request.param.split("-")
+    if state == "untrained":
+        return random_model(num_rbf=20, architecture=architecture)
+    return request.getfixturevalue("trained_model" if architecture == "schnet" else "trained_painn")
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The TorchScript path (SchNet.atomic_energies_plain, what pbcgnn export compiles) is the model's own function."""
+"""The TorchScript path (atomic_energies_plain, what pbcgnn export compiles) is the model's own function."""
 from __future__ import annotations
 
 import io
@@ -21,10 +21,11 @@ def _scripted(model: torch.nn.Module) -> torch.jit.ScriptModule:
     return torch.jit.load(buffer)
 
 
-def test_scripted_plain_path_equals_the_eval_model(water, make_model):
+@pytest.mark.parametrize("architecture", ["schnet", "painn"])
+def test_scripted_plain_path_equals_the_eval_model(water, make_model, architecture):
     """Atomic energies and forces of the scripted plain path equal the eval model's (chunked sums)
     on a 48-atom 7.8 A box (several images per pair), with a 1 A skin of pairs beyond the cutoff."""
-    model = make_model(num_rbf=20).eval()
+    model = make_model(num_rbf=20, architecture=architecture).eval()
     scripted = _scripted(model)
     atoms = water[2]
     graph = atoms_to_graph(atoms, model.cutoff + 1.0)  # pairs up to 7 A: those beyond 6 A must not count
@@ -41,9 +42,10 @@ def test_scripted_plain_path_equals_the_eval_model(water, make_model):
     assert float(grad.abs().max()) > 0
 
 
-def test_plain_path_of_a_float32_model_keeps_float64_energies(water, make_model):
+@pytest.mark.parametrize("architecture", ["schnet", "painn"])
+def test_plain_path_of_a_float32_model_keeps_float64_energies(water, make_model, architecture):
     """float32 network, float64 reference energies, as in the training and eval paths."""
-    model = make_model(num_rbf=20).float().eval()
+    model = make_model(num_rbf=20, architecture=architecture).float().eval()
     graph = atoms_to_graph(water[2], model.cutoff)
     vec = edge_vectors(graph.pos.float(), graph.edge_index, graph.cell_offsets, graph.cell.float(),
                        torch.zeros_like(graph.z))

@@ -27,3 +27,17 @@ def test_speed_benchmark_smoke(shared_data, tmp_path):
     assert "dense" in large["skipped"]  # predicted beyond the 0.5 GiB budget: recorded, not run
     assert report["training"]["frames_per_s"]["pbcgnn"] > 0
     assert written["matmul_peak_gflops"] > 0 and small["model_gflop"] > 0
+
+
+def test_painn_speed_benchmark_smoke(shared_data, tmp_path):
+    """benchmarks/speed/painn.py at a tiny size: both pbcgnn cases run interleaved, memory per case measured."""
+    spec = importlib.util.spec_from_file_location("speed_painn", RUN.with_name("painn.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "painn.json"
+    report = bench.main(["--data", str(shared_data / "deepmd_water" / "deepmd_water.xyz"), "--batch", "1",
+                         "--hidden", "8", "--interactions", "1", "--num-rbf", "4", "--cutoff", "4.0",
+                         "--rounds", "1", "--no-schnetpack", "--out", str(out)])
+    assert json.loads(out.read_text()) == report
+    assert set(report["frames_per_s"]) == {"pbcgnn", "pbcgnn plain autograd"}
+    assert all(report["peak_rss_gib"][name] > 0 for name in report["frames_per_s"])

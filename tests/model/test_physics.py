@@ -1,4 +1,4 @@
-"""Physics oracles for SchNet + compute_properties + PbcgnnCalculator (float64, CPU)."""
+"""Physics oracles for every architecture + compute_properties + PbcgnnCalculator (float64, CPU)."""
 from __future__ import annotations
 
 import copy
@@ -14,7 +14,7 @@ from torch_geometric.data import Batch
 
 from pbcgnn.calculator import PbcgnnCalculator
 from pbcgnn.graph import atoms_to_graph
-from pbcgnn.model import SchNet, compute_properties
+from pbcgnn.model import compute_properties
 
 
 def random_rotation(rng: np.random.Generator) -> np.ndarray:
@@ -88,6 +88,13 @@ def test_wrapping_changes_nothing(box48, predict):
 # --- derivatives -------------------------------------------------------------------------
 
 
+def numerical_forces(atoms: Atoms, eps: float = 1e-4) -> np.ndarray:
+    """Central differences, Richardson-extrapolated: error O(eps^4) instead of O(eps^2 F''), which
+    for PaiNN (stiff bonds, small forces of a relaxed molecule) reaches 3e-4 relative at eps = 1e-4."""
+    return (4.0 * calculate_numerical_forces(atoms, eps=eps / 2) - calculate_numerical_forces(atoms, eps=eps)) / 3.0
+
+
+
 def without_reference(model):
     """A copy with e0 = 0. E0 adds a position- and strain-independent constant (-33 keV for
     a trained water model), whose only effect on finite differences is float64 round-off."""
@@ -107,7 +114,7 @@ def test_reference_does_not_change_derivatives(box48, model):
 def test_forces_match_finite_differences(box48, model):
     box48.calc = PbcgnnCalculator(without_reference(model))
     forces = box48.get_forces()
-    numeric = calculate_numerical_forces(box48, eps=1e-4)
+    numeric = numerical_forces(box48)
     assert np.abs(forces).max() > 0.05  # a non-trivial test
     assert rel_err(forces, numeric) < 1e-6
 
@@ -135,7 +142,7 @@ def test_non_periodic_molecule(model):
     water.calc = PbcgnnCalculator(model)
     forces = water.get_forces()
     np.testing.assert_allclose(forces.sum(0), 0.0, atol=1e-12)  # no external field
-    assert rel_err(forces, calculate_numerical_forces(water, eps=1e-4)) < 1e-6
+    assert rel_err(forces, numerical_forces(water)) < 1e-6
     with pytest.raises(PropertyNotImplementedError):
         water.get_stress()
     with pytest.raises(ValueError, match="volume"):
@@ -187,7 +194,8 @@ def test_training_mode_keeps_force_graph(box48, model):
     out = compute_properties(model, data, stress=True, training=True)
     loss = out["forces"].square().mean() + out["stress"].square().mean()
     loss.backward()
-    assert model.interactions[0].conv.filter1.weight.grad.abs().sum() > 0
+    first = list(model.interactions[0].parameters())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in first)  # every weight of the first block
     assert not data.pos.requires_grad  # the caller's tensors are left alone
 
 
@@ -195,7 +203,7 @@ def test_training_mode_keeps_force_graph(box48, model):
 
 
 def test_hparams_rebuild_model(box48, model, predict):
-    clone = SchNet(**model.hparams).double().train(model.training)
+    clone = type(model)(**model.hparams).double().train(model.training)
     clone.load_state_dict(model.state_dict())
     data = atoms_to_graph(box48, model.cutoff)
     assert float(clone.forward_data(data)) == predict(box48)["energy"]

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch_geometric.data import Batch
 
-import pbcgnn.model.schnet as schnet
+import pbcgnn.model.base as base
 from pbcgnn.graph import atoms_to_graph
 from pbcgnn.model import compute_properties
 from pbcgnn.neighbors import mirror_pairs, neighbor_list, spatial_order
@@ -35,11 +35,12 @@ def test_mirror_pairs_pick_one_edge_of_each_pair(water):
     assert mirror_pairs(torch.cat([edge_index, edge_index[:, :2]], 1), torch.cat([offsets, offsets[:2]])) is None
 
 
+@pytest.mark.parametrize("architecture", ["schnet", "painn"])
 @pytest.mark.parametrize("mode", ["train", "eval"])
-def test_unpaired_and_skin_lists_give_the_same_result(water, make_model, mode):
+def test_unpaired_and_skin_lists_give_the_same_result(water, make_model, mode, architecture):
     """A list built with a 1 A skin, and one with an extra unpaired edge beyond the cutoff
     (so every edge is evaluated on its own), give the results of the plain list."""
-    model = make_model().train(mode == "train")
+    model = make_model(architecture=architecture).train(mode == "train")
     atoms = water[0]
     data = atoms_to_graph(atoms, model.cutoff)
     ref = compute_properties(model, data, stress=True)
@@ -56,11 +57,12 @@ def test_unpaired_and_skin_lists_give_the_same_result(water, make_model, mode):
     close(compute_properties(model, far, stress=True), ref)
 
 
-def test_spatial_order_relabelling_changes_nothing(water, make_model, monkeypatch):
-    model = make_model().eval()
+@pytest.mark.parametrize("architecture", ["schnet", "painn"])
+def test_spatial_order_relabelling_changes_nothing(water, make_model, monkeypatch, architecture):
+    model = make_model(architecture=architecture).eval()
     batch = Batch.from_data_list([atoms_to_graph(a, model.cutoff) for a in water[1:3]])
     ref = compute_properties(model, batch, stress=True)
-    monkeypatch.setattr(schnet, "SPATIAL_ORDER_MIN_ATOMS", 1)
+    monkeypatch.setattr(base, "SPATIAL_ORDER_MIN_ATOMS", 1)
     close(compute_properties(model, batch, stress=True), ref)
     order = spatial_order(batch.pos, batch.cell, batch.batch)
     assert sorted(order.tolist()) == list(range(batch.num_nodes))
