@@ -5,12 +5,25 @@ import pytest
 
 from pbcgnn.config import Config, DataConfig, ModelConfig
 from pbcgnn.errors import InputError
-from pbcgnn.model import SchNet
+from pbcgnn.model import ARCHITECTURES, PaiNN, SchNet
 
 
 def test_schnet_defaults_are_the_configs():
     model, config = SchNet(), ModelConfig()
-    assert {k: v for k, v in model.hparams.items() if k != "max_z"} == config.schnet_kwargs()
+    assert config.architecture == "schnet"
+    assert {k: v for k, v in model.hparams.items() if k != "max_z"} == config.model_kwargs()
+
+
+def test_every_architecture_is_built_from_its_config():
+    from pbcgnn.checkpoint import build_model
+
+    for name, cls in ARCHITECTURES.items():
+        model = build_model(Config(model=ModelConfig(architecture=name, hidden_channels=8, num_interactions=2)))
+        assert type(model) is cls and model.architecture == name and model.hidden_channels == 8
+    assert "num_filters" not in ModelConfig(architecture="painn").model_kwargs()
+    assert isinstance(build_model(Config(model=ModelConfig(architecture="painn"))), PaiNN)
+    with pytest.raises(InputError, match="expected a model in schnet, painn, found 'mace'"):
+        ModelConfig(architecture="mace").validate()
 
 
 def test_dict_round_trip_and_unknown_options():

@@ -32,7 +32,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIP = ROOT / "data" / "pretrained"
-NAME = "cheng2019_revpbe0_d3_schnet.pt"
+NAME = "cheng2019_revpbe0_d3_{architecture}.pt"  # one file per architecture
 SOURCE = "../shared/data/cheng2019_h2o_revpbe0_d3/cheng2019_h2o_revpbe0_d3.xyz"
 
 _spec = importlib.util.spec_from_file_location("accuracy_run", Path(__file__).with_name("run.py"))
@@ -42,7 +42,7 @@ _spec.loader.exec_module(run)
 
 # The `pbcgnn train` option of every stored setting that decides the result. The recorded command
 # spells all of them out, read back from the checkpoint, so it stays exact when defaults change.
-OPTIONS = {"model": {"cutoff": "--cutoff", "hidden_channels": "--features", "num_filters": "--filters",
+OPTIONS = {"model": {"architecture": "--model", "cutoff": "--cutoff", "hidden_channels": "--features", "num_filters": "--filters",
                      "num_interactions": "--interactions", "num_rbf": "--rbf", "dtype": "--dtype"},
            "train": {"epochs": "--epochs", "max_minutes": "--max-minutes", "batch_size": "--batch-size",
                      "lr": "--lr", "lr_schedule": "--lr-schedule", "anneal": "--anneal", "min_lr": "--min-lr",
@@ -70,8 +70,13 @@ def explicit_command(config: dict, out: Path, model_dir: Path) -> str:
              "--out", under_out(model_dir, out)]
     for group, names in OPTIONS.items():
         words += [w for name, option in names.items() if config[group].get(name) is not None
-                  for w in (option, str(config[group][name]))]
+                  and name not in unused(config) for w in (option, str(config[group][name]))]
     return " ".join(words)
+
+
+def unused(config: dict) -> set[str]:
+    """Stored model options the architecture does not read (PaiNN has no SchNet filter width)."""
+    return {"num_filters"} if config["model"].get("architecture", "schnet") != "schnet" else set()
 
 
 def pbcgnn(*args: str) -> None:
@@ -122,13 +127,14 @@ def main(argv: list[str] | None = None) -> dict:
         trained = before["training"]["epochs"] < len(history)
         script = earlier + ("\n" + script if trained else "")
     record = {
-        "model": NAME,
+        "model": NAME.format(architecture=last["config"]["model"].get("architecture", "schnet")),
         "data": {"source": SOURCE, "split_seed": args.seed, "split": "80/10/10 as benchmarks/accuracy/run.py",
                  "n_train": len(parts["train"]), "n_val": len(parts["val"]), "n_test": len(parts["test"])},
         # a resumed run's options are the stored ones, and its budget counts every part: the
         # command is the equivalent uninterrupted run
         "command": explicit_command(last["config"], args.out, model_dir),
-        "architecture": {k: last["config"]["model"][k] for k in OPTIONS["model"] if k != "dtype"},
+        "architecture": {k: last["config"]["model"][k] for k in OPTIONS["model"]
+                         if k != "dtype" and k in last["config"]["model"] and k not in unused(last["config"])},
         "script": script,
         "training": {"wall_s": round(loop["elapsed_s"]), "epochs": len(history),
                      "device": "cuda" if torch.cuda.is_available() else "cpu",
@@ -149,8 +155,8 @@ def main(argv: list[str] | None = None) -> dict:
 def ship(record: dict, best: Path) -> dict:
     """Copy the checkpoint to data/pretrained/ with metrics.json and README.md."""
     SHIP.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(best, SHIP / NAME)
-    record = {**record, "sha256": hashlib.sha256((SHIP / NAME).read_bytes()).hexdigest()}
+    shutil.copyfile(best, SHIP / record["model"])
+    record = {**record, "sha256": hashlib.sha256((SHIP / record["model"]).read_bytes()).hexdigest()}
     (SHIP / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
     (SHIP / "README.md").write_text(readme(record))
     return record

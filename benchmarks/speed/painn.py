@@ -9,7 +9,8 @@ One step on a batch of 8 real 192-atom water frames: forward, forces with ``crea
 ``MSE(E/N) + 100 MSE(F)``, backward, AdamW, float32, one thread; neighbour lists and targets built
 beforehand. The cases run **interleaved in one process** (each timed round runs every case once), so
 a busy machine slows them alike; the medians and their ratios are reported. Peak memory is the
-``ru_maxrss`` of a separate process per case that imports everything and runs only that case.
+resident high-water mark (``VmHWM``) of a separate process per case that imports everything and runs
+only that case (not ``ru_maxrss``, which Linux carries over from the parent across ``exec``).
 Without SchNetPack (``import schnetpack`` fails) its column is dropped.
 """
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -94,6 +94,14 @@ def interleaved(steps: dict[str, Callable[[], float]], rounds: int) -> dict[str,
     return times
 
 
+def vm_hwm_gib() -> float:
+    """This process's peak resident memory (``VmHWM`` of /proc/self/status), GiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2**20
+    raise RuntimeError("no VmHWM in /proc/self/status (not Linux?)")
+
+
 def peak_rss_gib(name: str, args: argparse.Namespace) -> float:
     """Peak RSS of a fresh process that runs only ``name`` (a warm-up and two steps)."""
     cmd = [sys.executable, __file__, "--only", name, "--data", str(args.data), "--batch", str(args.batch),
@@ -119,7 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
     frames = ase.io.read(args.data, index=f":{args.batch}")
     if args.only:
         interleaved({args.only: make_step(args.only, frames, args)}, 2)
-        print(json.dumps({"maxrss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
+        print(json.dumps({"maxrss_gib": vm_hwm_gib()}))
         return {}
     names = [c for c in CASES if c != "schnetpack" or (not args.no_schnetpack and import_schnetpack() is not None)]
     times = interleaved({name: make_step(name, frames, args) for name in names}, args.rounds)

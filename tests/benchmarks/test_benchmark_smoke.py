@@ -72,6 +72,17 @@ def test_ablations_smoke(shared_data, tmp_path):
     assert results["ew1000"]["config"]["train"]["energy_weight"] == 1000.0
 
 
+def test_pretrained_script_records_a_painn_run(shared_data, tmp_path):
+    """The record of a PaiNN run names the architecture, and no SchNet-only option, in its command."""
+    bench = _load("accuracy_pretrained", BENCH / "accuracy" / "pretrained.py")
+    record = bench.main(["--max-frames", "10", "--regression-frames", "1", "--minutes", "1", "--out", str(tmp_path),
+                         "--", "--epochs", "1", "--model", "painn", "--features", "8", "--interactions", "1",
+                         "--rbf", "8", "--cutoff", "4.0"])
+    assert record["model"] == "cheng2019_revpbe0_d3_painn.pt"
+    assert "--model painn" in record["command"] and "--filters" not in record["command"]
+    assert record["architecture"]["architecture"] == "painn" and "num_filters" not in record["architecture"]
+
+
 def test_pretrained_script_smoke(shared_data, tmp_path):
     bench = _load("accuracy_pretrained", BENCH / "accuracy" / "pretrained.py")
     record = bench.main(["--max-frames", "10", "--regression-frames", "1", "--minutes", "1", "--out", str(tmp_path),

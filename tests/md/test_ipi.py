@@ -30,7 +30,8 @@ from pbcgnn.units import HARTREE
 
 REPO = Path(__file__).resolve().parents[2]
 PRETRAINED = REPO / "data" / "pretrained" / "cheng2019_revpbe0_d3_schnet.pt"
-BEADS, STEPS = 4, 5
+#: 40 steps: long enough that the second client connects while the first serves (the tiny model is fast).
+BEADS, STEPS = 4, 40
 
 def _address() -> str:
     return f"pbcgnn-test-{uuid.uuid4().hex[:12]}"
@@ -55,12 +56,13 @@ def _served(text: str) -> int:
     return int(m.group(1))
 
 
-def test_two_clients_serve_a_pimd_run(water48, run_ipi):
+def test_two_clients_serve_a_pimd_run(water48, run_ipi, md_checkpoint):
     """i-PI (4 beads, all at one geometry at step 0) with two `pbcgnn ipi` clients: both serve
-    beads, both exit 0 when i-PI ends, and i-PI's step-0 potential is the calculator's energy."""
-    atoms = water48.repeat((2, 2, 1))  # 192 atoms: one client cannot finish the run before the other connects
-    ipi = run_ipi(atoms, lambda address: [sys.executable, "-m", "pbcgnn.cli", "ipi", str(PRETRAINED), "--structure",
-                                          "init.xyz", "--unix", address, "--device", "cpu"],
+    beads, both exit 0 when i-PI ends, and i-PI's step-0 potential is the calculator's energy.
+    A tiny model (the protocol is under test, not the model): no limit but one against a hang."""
+    atoms = water48.repeat((2, 2, 1))  # 192 atoms
+    ipi = run_ipi(atoms, lambda address: [sys.executable, "-m", "pbcgnn.cli", "ipi", str(md_checkpoint),
+                                          "--structure", "init.xyz", "--unix", address, "--device", "cpu"],
                   clients=2, steps=STEPS, beads=BEADS, nvt=True,
                   properties="step, time{picosecond}, conserved{ase}, temperature{kelvin}, potential{ase}, "
                              "kinetic_cv{ase}, volume{angstrom3}")
@@ -68,7 +70,7 @@ def test_two_clients_serve_a_pimd_run(water48, run_ipi):
     assert [rc for rc, _ in ipi.clients] == [0, 0], ipi.clients
     served = [_served(log) for _, log in ipi.clients]
     assert min(served) > 0 and sum(served) == BEADS * (STEPS + 1), served
-    calc = PbcgnnCalculator.from_checkpoint(PRETRAINED)
+    calc = PbcgnnCalculator.from_checkpoint(md_checkpoint)
     expected = calc.get_potential_energy(atoms)  # every bead starts at the structure
     assert abs(ipi.potential_at_step0("potential{ase}") - expected) / len(atoms) < 1e-5
     summary = analyze(ipi.folder, ipi.folder / "analysis", plot=False)  # i-PI's own files, read back
