@@ -16,10 +16,6 @@ from .reference import AtomicReference
 
 __all__ = ["PaiNN", "PaiNNMessage", "PaiNNUpdate", "PaiNNInteraction"]
 
-#: Added under the square root of ||V v||: its derivative stays finite where v = 0 (isolated atoms).
-NORM_EPS = 1e-8
-
-
 def _reset(*layers: Linear) -> None:
     for lin in layers:
         torch.nn.init.xavier_uniform_(lin.weight)
@@ -114,7 +110,7 @@ class PaiNNUpdate(torch.nn.Module):
         \Delta s = a_{sv} \circ \langle \vec u, \vec w \rangle + a_{ss}
 
     :math:`U, V` act on the feature index only (no bias), so vectors stay vectors; the norm is
-    :math:`\sqrt{\sum_\alpha w_\alpha^2 + \epsilon}` (``NORM_EPS``), smooth where
+    :math:`\sqrt{\sum_\alpha w_\alpha^2 + \epsilon}` (:math:`\epsilon` = 1e-8), smooth where
     :math:`\vec w = 0`.
 
     Shapes:
@@ -137,7 +133,7 @@ class PaiNNUpdate(torch.nn.Module):
     def forward(self, s: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         f = self.channels
         uv, wv = self.U(v), self.V(v)  # [N, 3, F] each
-        norm = torch.sqrt(wv.square().sum(1) + 1e-8)  # [N, F]; NORM_EPS inline: TorchScript reads no global float
+        norm = torch.sqrt(wv.square().sum(1) + 1e-8)  # [N, F]; eps keeps d/dw finite at w = 0
         a = self.mlp2(F.silu(self.mlp1(torch.cat([s, norm], dim=1))))  # [N, 3F]
         ds = a[:, f:2 * f] * (uv * wv).sum(1) + a[:, 2 * f:]  # [N, F]
         return ds, a[:, :f].unsqueeze(1) * uv
@@ -248,15 +244,22 @@ class PaiNN(EnergyModel):
         return {"hidden_channels": self.hidden_channels, "num_interactions": self.num_interactions,
                 "num_rbf": self.num_rbf, "cutoff": self.cutoff, "max_z": self.max_z}
 
-    def filters(self, d: Tensor) -> list[Tensor]:
-        """Every block's filter [E, 3F] at edge lengths ``d`` [E], from one matrix product."""
+    def filter_weights(self) -> tuple[Tensor, Tensor]:
+        """Every block's filter weight [3FT, K] and bias [3FT], stacked (one matrix product for all)."""
         weights, biases = [], []
         for block in self.interactions:  # a loop, not a comprehension: TorchScript
             weights.append(block.message.filter.weight)
             biases.append(block.message.filter.bias)
-        weight, bias = torch.cat(weights), torch.cat(biases)  # [3FT, K], [3FT]
-        W = F.linear(self.rbf(d), weight, bias) * self.envelope(d).unsqueeze(1)  # [E, 3FT]
-        return list(W.split(3 * self.hidden_channels, dim=1))
+        return torch.cat(weights), torch.cat(biases)
+
+    def filter_values(self, d: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        """``(A e(d) + b) f_c(d)`` [E, 3FT] at edge lengths ``d`` [E] for stacked weights (:meth:`filter_weights`)."""
+        return F.linear(self.rbf(d), weight, bias) * self.envelope(d).unsqueeze(1)
+
+    def filters(self, d: Tensor) -> list[Tensor]:
+        """Every block's filter [E, 3F] at edge lengths ``d`` [E]."""
+        weight, bias = self.filter_weights()
+        return list(self.filter_values(d, weight, bias).split(3 * self.hidden_channels, dim=1))
 
     def edge_energies(self, z: Tensor, edge_index: Tensor, vec: Tensor, symmetric: bool) -> Tensor:
         """Per-atom energies [N] float64 eV; see :meth:`EnergyModel.edge_energies`."""

@@ -55,16 +55,11 @@ def filter_cells(model, grid: FilterGrid) -> list[Tensor]:  # noqa: ANN001 (a Pa
     """Every block's filter cells [G - 1, 4, 3F], built in float64 (differentiably in the weights) and
     cast to the model's dtype: neighbouring values differ by ~1e-3 of themselves at 5 mA, which float32
     differences would resolve to only ~4 digits."""
-    weight = torch.cat([block.message.filter.weight for block in model.interactions])  # [3FT, K]
-    bias = torch.cat([block.message.filter.bias for block in model.interactions])  # [3FT]
+    weight, bias = model.filter_weights()  # [3FT, K], [3FT]
     dtype = weight.dtype
     weight, bias = weight.double(), bias.double()
     r = torch.linspace(0.0, grid.cutoff, grid.points, dtype=torch.float64, device=weight.device)
-
-    def filt(d: Tensor) -> Tensor:
-        return F.linear(model.rbf(d), weight, bias) * model.envelope(d).unsqueeze(1)  # [G, 3FT]
-
-    cells = hermite_cells(filt, r).to(dtype)  # [G - 1, 4, 3FT]
+    cells = hermite_cells(lambda d: model.filter_values(d, weight, bias), r).to(dtype)  # [G - 1, 4, 3FT]
     return list(cells.split(3 * model.hidden_channels, dim=2))
 
 
