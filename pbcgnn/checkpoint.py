@@ -14,7 +14,7 @@ weights_only=True)`` reads it and a file someone sent you cannot run code:
 ``units``          ``{"energy": "eV", "length": "Angstrom"}``
 ``metrics``        validation metrics of these weights
 ``epoch``          epochs completed
-``train_state``    optimizer, scheduler, raw and EMA weights, RNG and loop state
+``train_state``    optimizer, scheduler, raw and EMA weights, RNG, loop state, sha256 of the input files
                    for ``--resume`` (``last.pt``); absent when stripped
 =================  =============================================================
 

@@ -19,7 +19,9 @@ from .neighbors import STORED_BYTES_PER_EDGE, check_list_memory, estimate_edges
 from .io import check_path, read_frames
 from .io.checks import check_supported
 
-__all__ = ["FrameDataset", "split_indices", "bootstrap_indices", "load_datasets", "check_frames", "GRAPH_VERSION"]
+__all__ = [
+    "FrameDataset", "split_indices", "bootstrap_indices", "load_datasets", "check_frames", "GRAPH_VERSION", "file_sha256",
+]
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +29,8 @@ log = logging.getLogger(__name__)
 GRAPH_VERSION = 1
 
 
-def _file_hash(path: Path) -> str:
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file's bytes, read in 1 MiB blocks (files larger than memory)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -135,7 +138,7 @@ class FrameDataset(InMemoryDataset):
         """sha256 of the inputs' content, cutoff, units, format and graph version."""
         if not hasattr(self, "_key"):
             spec = {
-                "files": [_file_hash(p) for p in self.paths],
+                "files": [file_sha256(p) for p in self.paths],
                 "cutoff": self.cutoff,
                 "graph_version": GRAPH_VERSION,
                 **self.options,

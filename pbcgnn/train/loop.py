@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import filecmp
 import math
 import os
 import time
@@ -17,7 +18,7 @@ from tqdm.auto import tqdm
 
 from ..checkpoint import read_checkpoint, save_checkpoint
 from ..config import Config, TrainConfig
-from ..dataset import FrameDataset, bootstrap_indices, load_datasets
+from ..dataset import FrameDataset, bootstrap_indices, file_sha256, load_datasets
 from ..device import resolve_device
 from ..errors import InputError
 from . import distributed
@@ -39,7 +40,8 @@ WHERE = ("train.device", "data.cache_dir")
 LATER = ("train.final_energy_weight",)
 #: Every option a resumed run may take from its call.
 RESUMABLE = BUDGET + WHERE + LATER
-#: Options that name files: a resumed run compares the files, not the spelling.
+#: Options that name files: a resumed run compares the files' content, not their names, so that
+#: it continues in another folder or on another machine.
 PATHS = ("data.paths", "data.val_paths", "transfer.init_from")
 
 
@@ -49,6 +51,26 @@ def _option(config: Config, name: str) -> Any:
     if name not in PATHS or value is None:
         return value
     return tuple(map(os.path.realpath, value)) if isinstance(value, tuple) else os.path.realpath(value)
+
+
+def _files(value: Any) -> tuple[str, ...]:
+    return () if value is None else value if isinstance(value, tuple) else (value,)
+
+
+def input_digests(config: Config) -> dict[str, list[str]]:
+    """The sha256 of every file the run reads, by option (stored in ``last.pt`` for a resume)."""
+    return {name: [file_sha256(p) for p in _files(_option(config, name))] for name in PATHS}
+
+
+def _same_files(wanted: Any, kept: Any, digests: list[str] | None) -> bool:
+    """The files given now hold what the run was started with: by the digests stored at its
+    start, or (a checkpoint from before they were stored) by the started-with files' bytes."""
+    wanted, kept = _files(wanted), _files(kept)
+    if len(wanted) != len(kept) or not all(map(os.path.isfile, wanted)):
+        return False
+    if digests is not None:
+        return [file_sha256(p) for p in wanted] == digests
+    return all(os.path.isfile(k) and filecmp.cmp(w, k, shallow=False) for w, k in zip(wanted, kept))
 
 
 def resumed_config(config: Config, out: Path, given: Collection[str] | None = None) -> tuple[Config, dict[str, Any]]:
@@ -71,10 +93,13 @@ def resumed_config(config: Config, out: Path, given: Collection[str] | None = No
     stored = Config.from_dict(ckpt["config"])
     began = ckpt["train_state"].get("loop", {}).get("final_phase", False)  # a committee marker has no loop
     free = BUDGET + WHERE + (() if began else LATER)
-    take = BUDGET if given is None else [n for n in free if n == "train.stop_after" or n in given]
+    take = list(BUDGET) if given is None else [n for n in free if n == "train.stop_after" or n in given]
+    digests = ckpt["train_state"].get("inputs", {})
     for name in sorted(set(given or ()) - set(free)):
         wanted, kept = _option(config, name), _option(stored, name)
-        if wanted != kept:
+        if name in PATHS and wanted != kept and _same_files(wanted, kept, digests.get(name)):
+            take.append(name)  # the same bytes elsewhere: read them where they are now
+        elif wanted != kept:
             raise InputError(f"{name} = {wanted!r} given, but this run was started with {kept!r}; a resumed run "
                              "keeps its options (start a new run, or fine-tune from it with --init-from)", path=path)
     changes: dict[str, dict[str, Any]] = {}
@@ -159,6 +184,7 @@ def fit_model(config: Config, out: Path, *, saved: dict[str, Any] | None = None,
     net = DistributedDataParallel(training.model) if ctx.distributed else training.model
     val_force_weight = _validation_force_weight(tc, train_set)
     writer = SummaryWriter(log_dir=os.fspath(out)) if ctx.is_main else None
+    inputs = (saved or {}).get("inputs") or (input_digests(config) if ctx.is_main else {})
     log.info("training on %d frames, validating on %d, device %s, %d process(es), %d parameters (%d trainable)",
              len(train_set), len(val_set), device, ctx.world_size,
              sum(p.numel() for p in training.model.parameters()), sum(p.numel() for p in training.trainable))
@@ -193,7 +219,7 @@ def fit_model(config: Config, out: Path, *, saved: dict[str, Any] | None = None,
         _report(bar, record)
         if ctx.is_main:  # rank 0 alone writes logs and checkpoints
             _log_epoch(writer, record)
-            _save(out, config, train_set.elements, training, state, val, improved)
+            _save(out, config, train_set.elements, training, state, inputs, val, improved)
         reason = _stop_reason(tc, state, state.elapsed_s - elapsed_before)
         if reason is not None:
             stopped = reason
@@ -208,13 +234,14 @@ def fit_model(config: Config, out: Path, *, saved: dict[str, Any] | None = None,
 
 
 def _save(out: Path, config: Config, elements: list[int], training: Training, state: TrainState,
-          val: dict[str, float], improved: bool) -> None:
-    """``best.pt`` when the epoch improved, and ``last.pt`` with the training state, always."""
+          inputs: dict[str, list[str]], val: dict[str, float], improved: bool) -> None:
+    """``best.pt`` when the epoch improved, and ``last.pt`` with the training state and the
+    digests of its input files (:func:`input_digests`), always."""
     common = {"config": config.to_dict(), "elements": elements, "epoch": state.epoch,
               "model": training.eval_model.state_dict(), "metrics": val}
     if improved:
         save_checkpoint(out / "best.pt", common)
-    save_checkpoint(out / "last.pt", {**common, "train_state": training.train_state(state)})
+    save_checkpoint(out / "last.pt", {**common, "train_state": {**training.train_state(state), "inputs": inputs}})
 
 
 def _report(bar, record: dict[str, float]) -> None:

@@ -99,6 +99,31 @@ def test_resume_refuses_a_changed_option(tmp_path, bundled_n2p2):
     assert (tmp_path / "last.pt").read_bytes() == before
 
 
+@pytest.mark.usefixtures("one_thread")
+def test_resume_in_another_folder_with_the_data_moved(tmp_path, bundled_n2p2):
+    """A run carried to another machine: its folder copied, its data elsewhere (the files it
+    started with gone). Same bytes resume it where they are now; other bytes are refused."""
+    import shutil
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir(), second.mkdir()
+    shutil.copy(bundled_n2p2, first / "input.data")
+    assert run("train", bundled_n2p2, "--epochs", "3", "--out", tmp_path / "whole", *TINY).exit_code == 0
+    assert run("train", first / "input.data", "--epochs", "1", "--out", first / "run", *TINY).exit_code == 0
+    shutil.copytree(first / "run", second / "run")
+    shutil.move(first / "input.data", second / "moved.data")
+    shutil.copy(second / "moved.data", second / "changed.data")
+    with open(second / "changed.data", "a") as f:
+        f.write("comment changed\n")
+    refused = run("train", second / "changed.data", "--resume", "--epochs", "3", "--out", second / "run", *TINY)
+    assert refused.exit_code == 1 and "data.paths" in refused.output, refused.output
+    resumed = run("train", second / "moved.data", "--resume", "--epochs", "3", "--out", second / "run", *TINY)
+    assert resumed.exit_code == 0, resumed.output
+    a, b = read_checkpoint(tmp_path / "whole" / "last.pt"), read_checkpoint(second / "run" / "last.pt")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert list(b["config"]["data"]["paths"]) == [os.path.realpath(second / "moved.data")]
+
+
 @pytest.mark.parametrize("command", ["inspect", "train"])
 @pytest.mark.parametrize("name,line", [("truncated_frame.data", None), ("nan_energy.data", None),
                                        ("unknown_element.data", None), ("singular_cell.data", None)])
