@@ -15,7 +15,6 @@ from .checkpoint import load_checkpoint
 from .errors import InputError
 from .graph import MIN_DISTANCE, _where, atoms_to_graph
 from .io.checks import check_supported
-from .model import SchNet
 from .model.derivatives import compute_properties
 from .model.tabulate import tabulate as make_table
 from .neighbors import radius_graph_pbc
@@ -114,7 +113,7 @@ class PbcgnnCalculator(Calculator):
         device: str | torch.device = "cpu",
         dtype: str | None = None,
         skin: float = 1.0,
-        tabulate: bool = False,
+        tabulate: bool = True,
         **kwargs,
     ) -> PbcgnnCalculator:
         """A calculator for a trained checkpoint (``best.pt``/``last.pt``).
@@ -125,9 +124,11 @@ class PbcgnnCalculator(Calculator):
             dtype: ``"float32"``/``"float64"`` to override the trained dtype (float64 for
                 long NVE runs).
             skin: Verlet skin, Angstrom.
-            tabulate: replace the distance-only filter networks by cubic Hermite tables
-                (:func:`pbcgnn.model.tabulate.tabulate`; energy and forces within 1e-5
-                relative of the exact model, several times faster). Single models only.
+            tabulate: evaluate the distance-only filters from precomputed cubic Hermite cells
+                (:func:`pbcgnn.model.tabulate.tabulate`: tables for SchNet, the grid cells of
+                its training path for PaiNN, a committee member by member), equal to the exact
+                model within float32 rounding and several times faster; False: the filter
+                networks at every edge.
             **kwargs: passed to the constructor.
 
         The checked elements are those of the training set (``checkpoint["elements"]``).
@@ -136,9 +137,6 @@ class PbcgnnCalculator(Calculator):
         """
         model, ckpt = load_checkpoint(path, device=device, dtype=dtype)
         if tabulate:
-            if type(model) is not SchNet:
-                raise InputError("tabulation works for single SchNet models, not committees or other "
-                                 "architectures", path=path)
             model = make_table(model)
         kwargs.setdefault("elements", ckpt.get("elements"))
         kwargs.setdefault("periodic", bool(ckpt.get("periodic", True)))

@@ -33,20 +33,23 @@ from pbcgnn.calculator import PbcgnnCalculator
 from pbcgnn.checkpoint import build_model
 from pbcgnn.config import Config, ModelConfig
 from pbcgnn.md import MDConfig, run_md
+from pbcgnn.model.tabulate import tabulate
 from pbcgnn.neighbors import neighbor_list
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2].parent / "shared/data/deepmd_water/deepmd_water.xyz"
 REPEATS = {192: (1, 1, 1), 1536: (2, 2, 2), 12288: (4, 4, 4), 98304: (8, 8, 8)}
 
 
-def make_model(checkpoint: str | None, device: str, dtype: str | None, model_json: dict):
-    """(model, description): a checkpoint's model, or an untrained default-size SchNet."""
+def make_model(checkpoint: str | None, device: str, dtype: str | None, model_json: dict, exact: bool = False):
+    """(model, description): a checkpoint's model, or an untrained default-size SchNet; tabulated
+    (as ``pbcgnn md`` runs it by default) unless ``exact``."""
     if checkpoint:
-        calc = PbcgnnCalculator.from_checkpoint(checkpoint, device=device, dtype=dtype)
-        return calc.model, f"checkpoint {checkpoint}"
+        calc = PbcgnnCalculator.from_checkpoint(checkpoint, device=device, dtype=dtype, tabulate=not exact)
+        return calc.model, f"checkpoint {checkpoint}" + (" (exact)" if exact else " (tabulated)")
     torch.manual_seed(0)
     config = Config(model=ModelConfig(**{**({"dtype": dtype} if dtype else {}), **model_json}))
-    return build_model(config).to(device).eval(), f"untrained {config.model}"
+    model = build_model(config).to(device).eval()
+    return (model if exact else tabulate(model)), f"untrained {config.model}" + (" (exact)" if exact else " (tabulated)")
 
 
 def time_parts(model, atoms, device: str, repeats: int = 3) -> dict:
@@ -80,13 +83,14 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--model", type=json.loads, default={}, help="ModelConfig overrides as JSON (untrained model)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--exact", action="store_true", help="the filter networks at every edge, not tabulated")
     p.add_argument("--dtype", default=None, choices=["float32", "float64"])
     p.add_argument("--out", type=Path, default=Path("runs/bench_md"))
     args = p.parse_args(argv)
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     steps = args.steps if len(args.steps) == len(args.sizes) else [args.steps[0]] * len(args.sizes)
-    model, description = make_model(args.checkpoint, device, args.dtype, args.model)
+    model, description = make_model(args.checkpoint, device, args.dtype, args.model, args.exact)
     frame = ase.io.read(args.data, index=args.frame)
     if len(frame) != 192:
         raise SystemExit(f"{args.data} frame {args.frame}: expected 192 atoms, found {len(frame)}")

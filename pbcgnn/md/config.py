@@ -49,6 +49,8 @@ class MDConfig:
             the model itself runs on ``device``).
         beads: ring-polymer beads (path-integral MD through OpenMM's ``RPMDIntegrator``;
             ``nvt`` thermostats every normal mode (PILE), ``nve`` none). 1: classical MD.
+        tabulate: evaluate the filters from precomputed cells, equal to the exact model within
+            float32 rounding (:func:`pbcgnn.model.tabulate.tabulate`); False: the exact networks.
     """
 
     engine: str = "ase"
@@ -68,7 +70,7 @@ class MDConfig:
     skin: float = 1.0
     openmm_platform: str = "Reference"
     beads: int = 1
-    tabulate: bool = False
+    tabulate: bool = True
 
     def validate(self) -> MDConfig:
         """Raise :class:`InputError` for an impossible option; returns self."""

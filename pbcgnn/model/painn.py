@@ -278,12 +278,14 @@ class PaiNN(EnergyModel):
         return self.reference(self.readout(s), z)  # [N] float64 eV
 
     @torch.jit.unused
-    def grid_energies(self, z: Tensor, edge_index: Tensor, d: Tensor, u: Tensor, symmetric: bool) -> Tensor:
-        """:meth:`edge_energies` through the filter grid (training)."""
+    def grid_energies(self, z: Tensor, edge_index: Tensor, d: Tensor, u: Tensor, symmetric: bool,
+                      cells: list[Tensor] | None = None) -> Tensor:
+        """:meth:`edge_energies` through the filter grid: each block's ``cells`` [G - 1, 4, 3F] on
+        :class:`FilterGrid`'s grid, built from the weights when not given (training)."""
         grid = FilterGrid(self.cutoff)
         s, v = self.embedding(z), self.initial_vectors(z, u.dtype)
-        for block, cells in zip(self.interactions, filter_cells(self, grid)):
-            s, v = block.grid(s, v, edge_index, d, u, cells, grid, symmetric)
+        for block, layer in zip(self.interactions, filter_cells(self, grid) if cells is None else cells):
+            s, v = block.grid(s, v, edge_index, d, u, layer, grid, symmetric)
         return self.reference(self.readout(s), z)
 
     @torch.jit.export

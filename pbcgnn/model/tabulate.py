@@ -1,4 +1,4 @@
-"""Tabulated SchNet for fast inference: every filter network as a cubic Hermite table in distance.
+"""Tabulated models for fast inference: every filter network as a cubic Hermite table in distance.
 
 A SchNet filter ``W_t(d) = MLP_t(e(d)) * f_c(d)`` [F] depends on the edge length only, so it
 can be evaluated once on a grid and interpolated: per edge a table lookup and a cubic
@@ -18,10 +18,18 @@ tolerance 1e-5) the tabulated model's energy and forces agree with the exact mod
 to ``E - sum E0``, forces and stress as max |difference| / max |exact|); ``n_points=1201``
 gives ~2e-6. In float32 the difference is the float32 rounding of the exact model (~1e-6).
 
+PaiNN's filters (one per block, [3F] each) depend on the distance only too: :class:`TabulatedPaiNN`
+keeps their cells on the 5 mA grid its training path uses (:mod:`pbcgnn.model.painn_grid`) and
+sums messages in that path's fused kernels, without rebuilding the cells at every call. On a
+trained 64x3 model and a 192-atom water frame in float32 its forces differ from the exact
+model's by ~1e-6 of the largest (float32 rounding) and it is 2x faster on one thread (5x at
+768 atoms); ``tests/model/test_tabulate_painn.py`` checks it in float64. A committee is
+tabulated member by member.
+
 Use it for MD and evaluation, not for training (the table has no weights)::
 
     from pbcgnn.model.tabulate import tabulate
-    fast = tabulate(model)            # a TabulatedSchNet in eval mode, same dtype and device
+    fast = tabulate(model)            # e.g. a TabulatedSchNet in eval mode, same dtype and device
     atoms.calc = PbcgnnCalculator(fast)
 """
 from __future__ import annotations
@@ -33,9 +41,12 @@ from torch import Tensor
 
 from .aggregate import Aggregation, FilterTable, TableFilter, select
 from .aggregate.grid import hermite_cells
+from .committee import Committee
+from .painn import PaiNN
+from .painn_grid import FilterGrid, filter_cells
 from .schnet import SchNet
 
-__all__ = ["tabulate", "TabulatedSchNet", "FilterTable"]
+__all__ = ["tabulate", "tabulate_schnet", "TabulatedSchNet", "TabulatedPaiNN", "FilterTable", "TABULATED"]
 
 
 class TabulatedSchNet(SchNet):
@@ -77,7 +88,55 @@ def _filter_cells(model: SchNet, r_min: float, n_points: int) -> tuple[Tensor, f
     return torch.stack(cells), (exact.cutoff - r_min) / (n_points - 1)
 
 
-def tabulate(model: SchNet, n_points: int = 2401, r_min: float = 0.0, compile: bool = True) -> TabulatedSchNet:
+class TabulatedPaiNN(PaiNN):
+    """A :class:`PaiNN` whose filters come from cells built once (build it with :func:`tabulate`).
+
+    Every call sums through the training path's grid kernels (:meth:`PaiNN.grid_energies`) with
+    the stored ``cells`` [G - 1, 4, 3FT] (all blocks, in the model's dtype) instead of evaluating
+    the filter networks. The cells are derived data: save and train the exact model.
+    """
+
+    def __init__(self, hparams: dict, cells: Tensor) -> None:
+        super().__init__(**hparams)
+        self.register_buffer("cells", cells)
+
+    def edge_energies(self, z: Tensor, edge_index: Tensor, vec: Tensor, symmetric: bool) -> Tensor:
+        """Per-atom energies [N] float64 eV; see :meth:`EnergyModel.edge_energies`."""
+        edge_index, vec, d = self.within_cutoff(edge_index, vec)
+        u = vec / d.unsqueeze(1)
+        cells = list(self.cells.split(3 * self.hidden_channels, dim=2))
+        return self.grid_energies(z, edge_index, d, u, symmetric, cells)
+
+
+def _tabulate_painn(model: PaiNN) -> TabulatedPaiNN:
+    param = next(model.parameters())
+    cells = torch.cat(filter_cells(model, FilterGrid(model.cutoff)), dim=2).detach()  # float64-built, model dtype
+    fast = TabulatedPaiNN(model.hparams, cells).to(device=param.device, dtype=param.dtype)
+    fast.load_state_dict({**model.state_dict(), "cells": cells})
+    return fast.eval()
+
+
+#: What :func:`tabulate` makes of each model type.
+TABULATED = {SchNet: "TabulatedSchNet", PaiNN: "TabulatedPaiNN", Committee: "a Committee of tabulated members"}
+
+
+def tabulate(model: torch.nn.Module, **kwargs) -> torch.nn.Module:
+    """A copy of ``model`` for fast evaluation, equal to it within float32 rounding: a SchNet's
+    filters as tables (:func:`tabulate_schnet`, taking ``kwargs``), a PaiNN's as cached grid cells
+    (:class:`TabulatedPaiNN`), a committee member by member. In eval mode; ``model`` is unchanged.
+
+    Raises:
+        ValueError: a model type not in :data:`TABULATED`.
+    """
+    if type(model) is Committee:
+        return Committee([tabulate(member, **kwargs) for member in model.members]).eval()
+    if type(model) is PaiNN:
+        return _tabulate_painn(model)
+    return tabulate_schnet(model, **kwargs)
+
+
+def tabulate_schnet(model: SchNet, n_points: int = 2401, r_min: float = 0.0,
+                    compile: bool = True) -> TabulatedSchNet:
     """A copy of ``model`` whose filter networks are cubic Hermite tables in distance.
 
     The table is built in float64 from the exact filters and their exact derivatives on
@@ -95,7 +154,8 @@ def tabulate(model: SchNet, n_points: int = 2401, r_min: float = 0.0, compile: b
         A :class:`TabulatedSchNet` in eval mode on the model's device and dtype.
     """
     if type(model) is not SchNet:
-        raise ValueError(f"tabulate: expected a SchNet, found {type(model).__name__}")
+        raise ValueError(f"tabulate: expected one of {sorted(t.__name__ for t in TABULATED)}, "
+                         f"found {type(model).__name__}")
     if n_points < 2 or not 0.0 <= r_min < model.cutoff or not math.isfinite(r_min):
         raise ValueError(
             f"tabulate: expected n_points >= 2 and 0 <= r_min < cutoff ({model.cutoff} A), "
