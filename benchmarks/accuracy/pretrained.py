@@ -11,7 +11,8 @@ Everything after ``--`` is passed to ``pbcgnn train``. The script
    (the command is recorded with every option the checkpoint stored),
 3. scores the best checkpoint with ``pbcgnn eval`` on the test part, and on its first
    ``--regression-frames`` frames (which the regression test re-evaluates), and
-4. with ``--ship``, copies the checkpoint to ``data/pretrained/`` with ``metrics.json``.
+4. with ``--ship``, copies the checkpoint to ``data/pretrained/`` with its record (``<model>.json``) and
+   model card (``<model>.md``), and rewrites the folder's index, ``README.md``, from every record there.
 
 With ``--resume`` it continues ``OUT/model/last.pt`` until ``--minutes`` of training in all.
 """
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--ship", action="store_true", help="copy the model and metrics to data/pretrained/")
     p.add_argument("--resume", action="store_true",
                    help="continue OUT/model/last.pt up to --minutes in all (the options stored there are used)")
-    p.add_argument("--note", default="", help="a paragraph for data/pretrained/README.md (how the run was made)")
+    p.add_argument("--note", default="", help="a paragraph for the model card, data/pretrained/<model>.md (how the run was made)")
     p.add_argument("train_args", nargs="*", help="extra pbcgnn train options (after --)")
     args = p.parse_args(argv)
 
@@ -153,23 +154,55 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def ship(record: dict, best: Path) -> dict:
-    """Copy the checkpoint to data/pretrained/ with metrics.json and README.md."""
+    """Copy the checkpoint to data/pretrained/ with its record and card; rewrite the index."""
     SHIP.mkdir(parents=True, exist_ok=True)
+    stem = Path(record["model"]).stem
     shutil.copyfile(best, SHIP / record["model"])
     record = {**record, "sha256": hashlib.sha256((SHIP / record["model"]).read_bytes()).hexdigest()}
-    (SHIP / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
-    (SHIP / "README.md").write_text(readme(record))
+    (SHIP / f"{stem}.json").write_text(json.dumps(record, indent=2) + "\n")
+    (SHIP / f"{stem}.md").write_text(readme(record))
+    records = [json.loads(p.read_text()) for p in sorted(SHIP.glob("*.json"))]
+    (SHIP / "README.md").write_text(index(records))
     return record
 
 
+def describe(m: dict) -> str:
+    """The architecture in words, from a record's ``architecture`` (records before it was stored: SchNet)."""
+    if m.get("architecture", "schnet") == "painn":
+        return (f"a PaiNN ({m['hidden_channels']} scalar and vector features, {m['num_interactions']} "
+                f"interactions, {m['num_rbf']} sine radial functions, {m['cutoff']:g} Å cosine cutoff)")
+    return (f"a SchNet ({m['hidden_channels']} features,\n{m['num_filters']} filters, {m['num_interactions']} "
+            f"interactions, {m['num_rbf']} Gaussians, {m['cutoff']:g} Å cosine cutoff)")
+
+
+def index(records: list[dict]) -> str:
+    """data/pretrained/README.md: every shipped model with its test errors (tests check they agree)."""
+    rows = "\n".join(
+        f"| `{r['model']}` | {describe(r['architecture']).replace(chr(10), ' ')} | "
+        f"{r['test']['energy_rmse_mev_per_atom']:.2f} | {r['test']['force_rmse_mev_per_A']:.1f} | "
+        f"{r['training']['wall_s'] / 60:.0f} | [{Path(r['model']).stem}.md]({Path(r['model']).stem}.md) |"
+        for r in records)
+    return f"""# Pretrained models for revPBE0-D3 liquid water
+
+Each model was trained on the same {records[0]['data']['n_train']} Cheng et al. revPBE0-D3 frames
+and scored on the same {records[0]['data']['n_test']} held-out test frames (RMSEs). Its card
+(`.md`) says how it was made; its record (`.json`) holds the numbers, which `tests/test_pretrained.py`
+reproduces.
+
+| file | model | energy (meV/atom) | forces (meV/Å) | training (CPU minutes) | card |
+|---|---|---|---|---|---|
+{rows}
+"""
+
+
 def readme(r: dict) -> str:
-    """data/pretrained/README.md from the record (the regression test checks they agree)."""
+    """data/pretrained/<model>.md from the record (the regression test checks they agree)."""
     t, reg, tr, d = r["test"], r["regression"]["metrics"], r["training"], r["data"]
     m = r["architecture"]
-    return f"""# Pretrained model: SchNet for revPBE0-D3 liquid water
+    name = "PaiNN" if m.get("architecture", "schnet") == "painn" else "SchNet"
+    return f"""# Pretrained model: {name} for revPBE0-D3 liquid water
 
-`{r['model']}` (float32; sha256 `{r['sha256']}`) is a SchNet ({m['hidden_channels']} features,
-{m['num_filters']} filters, {m['num_interactions']} interactions, {m['num_rbf']} Gaussians, {m['cutoff']:g} Å cosine cutoff) trained on the Cheng et al.
+`{r['model']}` (float32; sha256 `{r['sha256']}`) is {describe(m)} trained on the Cheng et al.
 revPBE0-D3 water frames. Energies in eV, lengths in Å, as every pbcgnn checkpoint.
 
 ## Data

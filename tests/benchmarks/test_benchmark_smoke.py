@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -72,7 +73,7 @@ def test_ablations_smoke(shared_data, tmp_path):
     assert results["ew1000"]["config"]["train"]["energy_weight"] == 1000.0
 
 
-def test_pretrained_script_records_a_painn_run(shared_data, tmp_path):
+def test_pretrained_script_records_a_painn_run(shared_data, tmp_path, monkeypatch):
     """The record of a PaiNN run names the architecture, and no SchNet-only option, in its command."""
     bench = _load("accuracy_pretrained", BENCH / "accuracy" / "pretrained.py")
     record = bench.main(["--max-frames", "10", "--regression-frames", "1", "--minutes", "1", "--out", str(tmp_path),
@@ -81,6 +82,17 @@ def test_pretrained_script_records_a_painn_run(shared_data, tmp_path):
     assert record["model"] == "cheng2019_revpbe0_d3_painn.pt"
     assert "--model painn" in record["command"] and "--filters" not in record["command"]
     assert record["architecture"]["architecture"] == "painn" and "num_filters" not in record["architecture"]
+    # shipped beside the SchNet model: its own record and card, and an index of both
+    ship = tmp_path / "ship"
+    ship.mkdir()
+    shutil.copy(BENCH.parent / "data" / "pretrained" / "cheng2019_revpbe0_d3_schnet.json", ship)
+    monkeypatch.setattr(bench, "SHIP", ship)
+    shipped = bench.ship(record, tmp_path / "model" / "best.pt")
+    assert json.loads((ship / "cheng2019_revpbe0_d3_painn.json").read_text()) == shipped
+    card = (ship / "cheng2019_revpbe0_d3_painn.md").read_text()
+    assert card.startswith("# Pretrained model: PaiNN") and "8 scalar and vector features, 1 interactions" in card
+    rows = [line for line in (ship / "README.md").read_text().splitlines() if line.startswith("| `")]
+    assert [row.split("`")[1] for row in rows] == ["cheng2019_revpbe0_d3_painn.pt", "cheng2019_revpbe0_d3_schnet.pt"]
 
 
 def test_pretrained_script_smoke(shared_data, tmp_path):
