@@ -120,19 +120,23 @@ def _tabulate_painn(model: PaiNN) -> TabulatedPaiNN:
 TABULATED = {SchNet: "TabulatedSchNet", PaiNN: "TabulatedPaiNN", Committee: "a Committee of tabulated members"}
 
 
-def tabulate(model: torch.nn.Module, **kwargs) -> torch.nn.Module:
+def tabulate(model: torch.nn.Module, *args, **kwargs) -> torch.nn.Module:
     """A copy of ``model`` for fast evaluation, equal to it within float32 rounding: a SchNet's
-    filters as tables (:func:`tabulate_schnet`, taking ``kwargs``), a PaiNN's as cached grid cells
-    (:class:`TabulatedPaiNN`), a committee member by member. In eval mode; ``model`` is unchanged.
+    filters as tables (:func:`tabulate_schnet`, taking ``args`` and ``kwargs``), a PaiNN's as the
+    cells of its training grid (:class:`TabulatedPaiNN`, no options), a committee member by
+    member. In eval mode; ``model`` is unchanged.
 
     Raises:
-        ValueError: a model type not in :data:`TABULATED`.
+        ValueError: a model type not in :data:`TABULATED`, or table options for a PaiNN.
     """
     if type(model) is Committee:
-        return Committee([tabulate(member, **kwargs) for member in model.members]).eval()
+        return Committee([tabulate(member, *args, **kwargs) for member in model.members]).eval()
     if type(model) is PaiNN:
+        if args or kwargs:
+            raise ValueError("tabulate: a PaiNN is tabulated on its training grid; n_points, r_min and compile "
+                             "are SchNet's table options")
         return _tabulate_painn(model)
-    return tabulate_schnet(model, **kwargs)
+    return tabulate_schnet(model, *args, **kwargs)
 
 
 def tabulate_schnet(model: SchNet, n_points: int = 2401, r_min: float = 0.0,
