@@ -115,6 +115,10 @@ def train(ctx, data, out, resume, progress, **options) -> None:
     result = fit(config, out, resume=resume, given=given, progress=progress)  # validates (after taking the architecture)
     m = result.metrics
     members = {rec["member"] for rec in result.history if "member" in rec}
+    if resume and result.trained == 0:  # a finished run, or its budget spent: say so, claim no writes
+        click.echo(f"nothing to train: the run in {out} has finished ({result.stopped}, {len(result.history)} "
+                   "epochs); its checkpoints are as they were. Give a larger --epochs or --max-minutes to go on")
+        return
     if result.stopped == "paused":
         click.echo(f"paused (--stop-after) after {len(result.history)} epochs; continue with "
                    f"`pbcgnn train --out {out} --resume`")

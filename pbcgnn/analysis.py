@@ -72,7 +72,7 @@ def rdf(
         if n_pairs == 0:
             raise InputError(f"no {chemical_symbols[za]}-{chemical_symbols[zb]} pairs in the frame", frame=k)
         pos, cell = atoms.positions, atoms.cell.array
-        (j, i), shifts = neighbor_list(pos, cell, atoms.pbc, r_max)  # rows (j, i), [E, 3]
+        (j, i), shifts = neighbor_list(pos, cell, atoms.pbc, r_max, name="--r-max")  # rows (j, i), [E, 3]
         keep = (numbers[i] == za) & (numbers[j] == zb) & (i != j)
         d = np.linalg.norm(pos[j[keep]] - pos[i[keep]] + shifts[keep] @ cell, axis=1)  # [E'] Angstrom
         counts, _ = np.histogram(d, bins=edges)
@@ -130,6 +130,16 @@ def read_run(run_dir: str | os.PathLike, skip_ps: float = 0.0) -> tuple[dict[str
     return thermo, frames, None
 
 
+def _check_finite(thermo: dict[str, np.ndarray], rows: np.ndarray, run: Path) -> None:
+    """Refuse NaN or inf in the rows analysed (a run that blew up): its means and drift would be NaN."""
+    for key in ("time_ps", "temperature_K", "potential_eV", "total_eV", "volume_A3"):
+        bad = np.flatnonzero(rows & ~np.isfinite(thermo[key]))
+        if bad.size:
+            k = int(bad[0])
+            raise InputError(f"expected finite thermodynamics, found {thermo[key][k]} in {key} at step "
+                             f"{int(thermo['step'][k])} (a run that blew up has no mean or drift)", path=run)
+
+
 def analyze(
     run_dir: str | os.PathLike,
     out_dir: str | os.PathLike | None = None,
@@ -166,6 +176,7 @@ def analyze(
     rows = thermo["time_ps"] >= skip_ps
     if not frames or rows.sum() < 2:
         raise InputError(f"fewer than two rows or no frames at or after {skip_ps} ps", path=run)
+    _check_finite(thermo, rows, run)
     ensemble = json.loads((run / "run.json").read_text()).get("config", {}).get("ensemble") \
         if (run / "run.json").is_file() else None
     natoms = len(frames[0])
@@ -195,7 +206,7 @@ def analyze(
         "energy_drift_mev_per_atom_per_ps": energy_drift(thermo["time_ps"][rows], thermo["total_eV"][rows], natoms),
         "rdf_peak_A": {name: float(r[np.argmax(g)]) for name, g in curves.items()},
     }
-    (out / "analysis.json").write_text(json.dumps(summary, indent=2))
+    (out / "analysis.json").write_text(json.dumps(summary, indent=2, allow_nan=False))  # strict JSON
     if plot:
         from .md.plots import plot_rdf, plot_thermo
 

@@ -50,8 +50,8 @@ class PbcgnnCalculator(Calculator):
     the device.
 
     Checks (:class:`pbcgnn.errors.InputError`, naming the frame's source when known): elements
-    outside ``elements``, a frame without a 3-D periodic cell when ``periodic`` is set, and,
-    at every rebuild, two atoms closer than ``MIN_DISTANCE``.
+    outside ``elements``, a frame without a 3-D periodic cell when ``periodic`` is set, at
+    every rebuild, two atoms closer than ``MIN_DISTANCE``, and a NaN or inf energy or force.
 
     Stress is returned (Voigt order xx yy zz yz xz xy, eV/Angstrom^3) only for a cell that
     is periodic in all three directions; asking for it otherwise raises ASE's
@@ -155,6 +155,13 @@ class PbcgnnCalculator(Calculator):
     def _check_frame(self, atoms: Atoms) -> None:
         check_supported(atoms, self.elements, self.periodic)  # the same check as `pbcgnn eval`
 
+    def _check_finite(self, energy: float, forces: torch.Tensor) -> None:
+        """Refuse a NaN or inf energy or force: the integrator would carry it into the positions."""
+        if not (np.isfinite(energy) and bool(torch.isfinite(forces).all())):
+            raise InputError(f"expected a finite energy and forces from the model, found energy {energy:.4g} eV"
+                             f"{'' if bool(torch.isfinite(forces).all()) else ' and non-finite forces'}",
+                             **_where(self.atoms, None))
+
     # ------------------------------------------------------------ neighbours
     def _edges_on_device(self, atoms: Atoms, pos: torch.Tensor, radius: float) -> tuple[torch.Tensor, torch.Tensor]:
         """radius_graph_pbc on the device, with the host path's checks (finite, overlap)."""
@@ -249,6 +256,7 @@ class PbcgnnCalculator(Calculator):
             out = compute_properties(self.model, data, forces=True, stress=want_stress)
         self.evaluations += 1
         energy = float(out["energy"].sum())
+        self._check_finite(energy, out["forces"])
         self.results = {
             "energy": energy,
             "free_energy": energy,

@@ -1,7 +1,9 @@
 """The checkpoint format: save atomically, read without unpickling code, rebuild the model, committee layout.
 
 A checkpoint is a dict of plain types and tensors only, so ``torch.load(path,
-weights_only=True)`` reads it and a file someone sent you cannot run code:
+weights_only=True)`` reads it and a file someone sent you cannot run code. The file is a
+torch zip archive; :func:`read_checkpoint` checks the CRC-32 of every record before loading,
+so a file altered after it was written (a bad copy, bit rot) is refused, not trained on:
 
 =================  =============================================================
 ``format``         checkpoint format version (int)
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import io
 import logging
 import os
 import pickle
@@ -37,6 +40,8 @@ import socket
 import time
 import uuid
 import warnings
+import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -49,14 +54,19 @@ from .errors import InputError, OutputError, first_line
 from .model import ARCHITECTURES, EnergyModel
 from .model.committee import Committee
 
-__all__ = ["FORMAT_VERSION", "UNITS", "save_checkpoint", "atomic_output", "read_checkpoint", "checkpoint_config",
-           "load_checkpoint", "model_from_checkpoint", "build_model", "member_state_dict", "combine_checkpoints"]
+__all__ = ["FORMAT_VERSION", "UNITS", "save_checkpoint", "atomic_output", "read_checkpoint", "verify_archive",
+           "checkpoint_config", "load_checkpoint", "model_from_checkpoint", "build_model", "member_state_dict",
+           "combine_checkpoints"]
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 #: Seconds after which a temporary checkpoint file nobody touched is stale, whoever wrote it.
 STALE_AFTER_S = 60.0
+#: The first bytes of a zip archive: every checkpoint ``torch.save`` writes (not torch's legacy pickle files).
+_ZIP_MAGIC = b"PK\x03\x04"
+#: The first bytes of torch's legacy (pre-1.6, non-zip) files: pickle protocol 2 and torch's magic number.
+_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
 #: Host name in temporary file names, so a writer on another host sharing the folder is not mistaken for a dead one.
 _HOST = socket.gethostname().replace("/", "_") or "localhost"
 #: The units of every checkpoint's energies and lengths (pbcgnn's internal units).
@@ -153,7 +163,9 @@ def _remove_stale_temps(path: Path) -> None:
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """The checkpoint dict, read with ``weights_only=True``; bad files raise InputError.
+    """The checkpoint dict, read with ``weights_only=True``; bad or altered files raise InputError.
+
+    The archive's CRC-32s are checked first (:func:`verify_archive`).
 
     Torch's own message for a refused file advises loading it with ``weights_only=False``,
     which would run whatever code the file holds: that advice is never passed on.
@@ -162,11 +174,16 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not path.is_file():
         raise InputError("no such checkpoint file", path=path)
     try:
+        data = path.read_bytes()  # read once: the bytes checked are the bytes loaded
+    except OSError as err:
+        raise InputError(f"cannot read the checkpoint ({err.strerror or err})", path=path) from None
+    verify_archive(data, path)
+    try:
         with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": noise for a refused file
             warnings.simplefilter("ignore")
-            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+            ckpt = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except Exception as err:  # unpickling errors come in many types
-        raise InputError(f"expected a pbcgnn checkpoint, found {_load_failure(err)}", path=path) from None
+        raise InputError(f"expected a pbcgnn checkpoint, found {_load_failure(err, data)}", path=path) from None
     if not isinstance(ckpt, dict) or "format" not in ckpt or "model" not in ckpt:
         raise InputError("expected a pbcgnn checkpoint, found no 'format' or 'model' entry", path=path)
     if not isinstance(ckpt["format"], int) or isinstance(ckpt["format"], bool):
@@ -177,6 +194,43 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         )
     checkpoint_config(ckpt, path)
     return ckpt
+
+
+def verify_archive(data: bytes, path: str | os.PathLike | None = None) -> None:
+    """Refuse a torch zip archive whose bytes changed after ``torch.save`` wrote them.
+
+    ``torch.load`` reads the records of the archive by offset without checking their CRC-32s,
+    so a flipped byte in a tensor's storage loads as silently wrong weights. Every record is
+    read through :mod:`zipfile`, which checks its CRC-32 (milliseconds per megabyte). Records
+    stored with a CRC of 0 (``torch.serialization.config.save.compute_crc32 = False``) have
+    nothing to check; data that is not a zip archive (torch's legacy format) is left to
+    ``torch.load``.
+
+    Raises:
+        InputError: a damaged archive or a record whose CRC-32 does not match, naming ``path``.
+    """
+    if not data.startswith(_ZIP_MAGIC):
+        return
+    record = None
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            for info in archive.infolist():
+                record = info.filename
+                if info.CRC == 0 and info.file_size:  # written without CRCs
+                    continue
+                with archive.open(info) as f:  # raises BadZipFile at the end of a record whose CRC-32 differs
+                    while f.read(1 << 22):
+                        pass
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError) as err:
+        if "CRC" in str(err):
+            what = "a CRC-32 mismatch"
+        elif record is None:  # zipfile found no central directory at the end
+            what = "a zip archive without its directory (cut short?)"
+        else:
+            what = f"a damaged zip archive ({first_line(err)})"
+        where = f" in record {record}" if record else ""
+        raise InputError(f"expected an intact checkpoint, found {what}{where}: the file was truncated or "
+                         "altered after it was written (a bad copy or a failing disk)", path=path) from None
 
 
 def checkpoint_config(ckpt: dict[str, Any], path: str | os.PathLike | None = None) -> Config:
@@ -215,15 +269,16 @@ def checkpoint_config(ckpt: dict[str, Any], path: str | os.PathLike | None = Non
     return config
 
 
-def _load_failure(err: Exception) -> str:
-    """What torch.load's error says about the file, in a few words and without torch's advice."""
+def _load_failure(err: Exception, data: bytes = b"") -> str:
+    """What torch.load's error says about the file ``data``, in a few words and without torch's advice."""
     text = str(err)
     if isinstance(err, EOFError):
         return "an empty or truncated file"
-    if isinstance(err, pickle.UnpicklingError):
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
-        if found:
-            return f"a pickled Python object ({found[1]}), which is refused: loading it could run code"
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if isinstance(err, pickle.UnpicklingError) and found:
+        return f"a pickled Python object ({found[1]}), which is refused: loading it could run code"
+    if isinstance(err, pickle.UnpicklingError) or not data.startswith((_ZIP_MAGIC, _LEGACY_MAGIC)):
+        # the legacy loader unpickles anything: random bytes fail in many ways (KeyError, IndexError, ...)
         return "a file that is not a torch file of tensors and plain values"
     return f"an unreadable file ({type(err).__name__}: {first_line(err)})"
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -143,6 +144,11 @@ class ModelConfig:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
 
 
+#: Smallest Huber delta (eV/atom, eV/A): the float32 resolution of forces near 1 eV/A is ~1e-7, and
+#: below this the loss is L1 scaled by delta, whose gradients approach Adam's epsilon (1e-8).
+MIN_HUBER_DELTA = 1e-6
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation. The loss is ``energy_weight * MSE(E/N) + force_weight * MSE(F)``
@@ -175,8 +181,8 @@ class TrainConfig:
             with earlier ones, so ``best.pt`` and early stopping start afresh with the phase.
         huber_delta: train on Huber losses of the per-atom energy and force-component errors
             with this delta (eV/atom, eV/A; scaled to equal the squares below it), as MACE does;
-            ``None`` trains on squares. Validation (``best.pt``, the plateaus, early stopping)
-            stays on the squared errors that the reported RMSEs measure.
+            ``None`` trains on squares; at least :data:`MIN_HUBER_DELTA`. Validation (``best.pt``,
+            the plateaus, early stopping) stays on the squared errors that the reported RMSEs measure.
         lr_patience, lr_factor: ReduceLROnPlateau on the validation loss (``plateau`` only).
         min_lr: the floor of either schedule.
         ema_decay: exponential moving average of the weights used for validation and
@@ -207,6 +213,10 @@ class TrainConfig:
     stop_after: float | None = None
 
     def validate(self) -> None:
+        for f in fields(self):  # NaN fails every comparison below, but inf passes them
+            value = getattr(self, f.name)
+            _check(not isinstance(value, float) or math.isfinite(value),
+                   f"expected a finite {f.name} (--{f.name.replace('_', '-')}), found {value}")
         _check(self.epochs >= 1, f"expected epochs >= 1, found {self.epochs}")
         _check(self.batch_size >= 1, f"expected batch_size >= 1, found {self.batch_size}")
         _check(self.lr > 0, f"expected lr > 0, found {self.lr}")
@@ -219,7 +229,10 @@ class TrainConfig:
         _check(0.0 <= self.anneal <= 1.0, f"expected 0 <= anneal <= 1, found {self.anneal}")
         _check(self.final_energy_weight is None or (self.final_energy_weight >= 0 and self.anneal > 0),
                "expected final_energy_weight >= 0, with anneal > 0 (the final phase it applies to)")
-        _check(self.huber_delta is None or self.huber_delta > 0, f"expected huber_delta > 0, found {self.huber_delta}")
+        _check(self.huber_delta is None or self.huber_delta >= MIN_HUBER_DELTA,
+               f"expected huber_delta (--huber-delta) >= {MIN_HUBER_DELTA:g} eV/atom and eV/A, found "
+               f"{self.huber_delta}: below that the loss's gradients (2 delta per error) vanish in float32 "
+               "and Adam's epsilon, and nothing trains")
         _check(0.0 < self.lr_factor < 1.0, f"expected 0 < lr_factor < 1, found {self.lr_factor}")
         _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
                f"expected device auto, cpu or cuda, found {self.device!r}")

@@ -21,7 +21,7 @@ import torch
 
 from . import __version__
 from .checkpoint import atomic_output, load_checkpoint
-from .errors import InputError
+from .errors import InputError, ensure_writable_dir
 from .model import Committee, EnergyModel
 from .model._torch_compat import unpatched_index_select
 
@@ -58,14 +58,18 @@ def export_metatomic(checkpoint: str | os.PathLike, out: str | os.PathLike, dtyp
         ``out`` as a :class:`~pathlib.Path`.
 
     Raises:
-        InputError: metatomic is not installed, an unknown dtype, or not a pbcgnn checkpoint.
-        OutputError: ``out`` cannot be written.
+        InputError: metatomic is not installed, an unknown dtype, ``out`` a folder, or not an
+            intact pbcgnn checkpoint.
+        OutputError: ``out`` cannot be written (its folder is checked before any work).
     """
     if dtype not in DTYPES:
         raise InputError(f"expected a dtype in {', '.join(DTYPES)}, found {dtype!r}")
+    if Path(out).is_dir():
+        raise InputError("expected a file name for the exported model, found a folder", path=out)
+    ensure_writable_dir(Path(out).parent)  # before loading and compiling the model
+    model, ckpt = load_checkpoint(checkpoint, dtype=dtype)
     mta = import_metatomic()
     from .metatomic_model import EnergyModel  # the optional engine's module: only once metatomic imports
-    model, ckpt = load_checkpoint(checkpoint, dtype=dtype)
     members = list(model.members) if isinstance(model, Committee) else [model]
     elements = sorted(int(z) for z in ckpt.get("elements") or [])
     if not elements:

@@ -38,7 +38,7 @@ from matscipy.neighbours import neighbour_list as _matscipy_neighbour_list
 from .device import available_memory
 from .errors import InputError
 
-__all__ = ["neighbor_list", "radius_graph_pbc", "edge_vectors", "mirror_pairs", "spatial_order", "estimate_edges",
+__all__ = ["neighbor_list", "radius_graph_pbc", "edge_vectors", "mirror_pairs", "estimate_edges",
            "check_list_memory", "BYTES_PER_EDGE", "STORED_BYTES_PER_EDGE"]
 
 #: Peak bytes per edge of building a list and its graph, measured: matscipy ~60 B (int32 i, j,
@@ -97,7 +97,8 @@ def estimate_edges(
 
 
 def check_list_memory(
-    edges: float, cutoff: float, natoms: int, device: str | torch.device = "cpu", bytes_per_edge: int = BYTES_PER_EDGE
+    edges: float, cutoff: float, natoms: int, device: str | torch.device = "cpu", bytes_per_edge: int = BYTES_PER_EDGE,
+    name: str = "cutoff",
 ) -> None:
     """Refuse a neighbour list of about ``edges`` edges that would not fit in ``device``'s free memory.
 
@@ -108,6 +109,7 @@ def check_list_memory(
         device: where the list is built.
         bytes_per_edge: :data:`BYTES_PER_EDGE` to build one list, :data:`STORED_BYTES_PER_EDGE`
             for the lists a dataset keeps.
+        name: what the radius is called where the user gave it (``"--r-max"`` for the RDF).
 
     Raises:
         InputError: with the estimate, the memory it needs and what is free.
@@ -120,8 +122,8 @@ def check_list_memory(
         return
     raise InputError(
         f"expected a neighbour list that fits in memory ({free / 2**30:.3g} GiB free), found about {edges:.3g} "
-        f"edges ({edges / max(natoms, 1):.3g} neighbours per atom, images included) for cutoff {cutoff:g} A, "
-        f"needing ~{need / 2**30:.3g} GiB: use a smaller cutoff"
+        f"edges ({edges / max(natoms, 1):.3g} neighbours per atom, images included) for {name} {cutoff:g} A, "
+        f"needing ~{need / 2**30:.3g} GiB: use a smaller {name}"
     )
 
 
@@ -142,16 +144,28 @@ def _finite_box(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff
     return cell
 
 
+def _wrap(positions: np.ndarray, cell: np.ndarray, box: np.ndarray, pbc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(positions wrapped into the cell along periodic directions, [N, 3] int64 lattice vectors taken
+    off)``; ``box`` is :func:`_finite_box`'s. matscipy's cost grows with how far atoms lie outside the
+    cell (a second per build at 1e8 A, as in MD that blew up)."""
+    wrap = np.zeros(positions.shape)
+    if pbc.any() and np.array_equal(box[pbc], cell[pbc]):
+        wrap = np.where(pbc, np.floor(positions @ np.linalg.inv(box)), 0.0)  # [N, 3]
+    # atoms already in the cell: the very same input as before
+    return (positions - wrap @ box if wrap.any() else positions), wrap.astype(np.int64)
+
+
 def neighbor_list(
-    positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float
+    positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float, name: str = "cutoff"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """All pairs closer than ``cutoff``, over every periodic image (matscipy).
+    """All pairs closer than ``cutoff``, over every periodic image (matscipy, on wrapped positions).
 
     Args:
         positions: [N, 3] Angstrom; need not be wrapped into the cell.
         cell: [3, 3] lattice vectors as rows, Angstrom (ignored along non-periodic directions).
         pbc: [3] bool periodicity per lattice direction.
         cutoff: radius in Angstrom.
+        name: what ``cutoff`` is called where the user gave it, for the memory error.
 
     Returns:
         edge_index: [2, E] int64, rows (j, i), sorted by centre i.
@@ -163,13 +177,16 @@ def neighbor_list(
     positions = np.ascontiguousarray(positions, dtype=np.float64)
     pbc = np.asarray(pbc, dtype=bool).reshape(3)
     cell = np.asarray(cell, dtype=np.float64).reshape(3, 3)
-    check_list_memory(estimate_edges(positions, cell, pbc, cutoff, len(positions)), cutoff, len(positions))
-    box = _finite_box(positions, np.asarray(cell, dtype=np.float64).reshape(3, 3), pbc, cutoff)
+    check_list_memory(estimate_edges(positions, cell, pbc, cutoff, len(positions)), cutoff, len(positions),
+                      name=name)
+    wrapped, wrap = _wrap(positions, cell, _finite_box(positions, cell, pbc, cutoff), pbc)
+    box = _finite_box(wrapped, cell, pbc, cutoff)
     i, j, shifts = _matscipy_neighbour_list(
-        "ijS", positions=positions, cell=box, pbc=pbc, cutoff=float(cutoff)
+        "ijS", positions=wrapped, cell=box, pbc=pbc, cutoff=float(cutoff)
     )
     edge_index = np.stack([j, i]).astype(np.int64)  # [2, E]
-    return edge_index, shifts.astype(np.int64)  # [E, 3]
+    # wrapped = positions - wrap @ cell, so S = S' - wrap[j] + wrap[i] for the given positions
+    return edge_index, shifts.astype(np.int64) - wrap[j] + wrap[i]  # [E, 3]
 
 
 def _image_range(cell: torch.Tensor, pbc: torch.Tensor, cutoff: float) -> list[int]:
@@ -349,44 +366,3 @@ def mirror_pairs(edge_index: torch.Tensor, cell_offsets: torch.Tensor) -> torch.
         return None
     return first
 
-
-def spatial_order(
-    pos: torch.Tensor, cell: torch.Tensor, batch: torch.Tensor | None = None, bin_width: float = 3.0
-) -> torch.Tensor:
-    """A permutation of the atoms that puts spatial neighbours close together in memory.
-
-    Atoms are binned on a grid of ``bin_width`` (wrapped into the cell when it has volume,
-    else over their bounding box) and sorted by the Morton (Z-order) code of their bin,
-    frame by frame. Gathering neighbour features then touches a few cache-sized blocks
-    instead of rows scattered over the whole array: energy and forces of 10^5 atoms get
-    ~25 % faster on a CPU. Any order gives the same physics; this is only about memory.
-
-    Args:
-        pos: [N, 3] Angstrom.
-        cell: [B, 3, 3] (or [3, 3]) lattice vectors as rows (zeros: no cell).
-        batch: [N] frame index per atom (None: one frame).
-        bin_width: bin edge in Angstrom.
-
-    Returns:
-        [N] int64 ``order``: ``pos[order]`` is the sorted array (frames stay contiguous and in order).
-    """
-    pos = pos.detach().to(torch.float64)
-    cell = cell.detach().reshape(-1, 3, 3).to(pos)
-    n = pos.shape[0]
-    if batch is None:
-        batch = torch.zeros(n, dtype=torch.long, device=pos.device)
-    volume = torch.linalg.det(cell).abs()  # [B]
-    has_cell = (volume > 1e-6)[batch]  # [N]
-    safe = torch.where((volume > 1e-6).view(-1, 1, 1), cell, torch.eye(3, dtype=pos.dtype, device=pos.device))
-    frac = torch.bmm(pos.unsqueeze(1), torch.linalg.inv(safe)[batch]).squeeze(1)  # [N, 3]
-    frac = frac - torch.floor(frac)
-    lengths = torch.linalg.norm(safe, dim=2)[batch]  # [N, 3] Angstrom
-    box = torch.where(has_cell.unsqueeze(1), frac * lengths, pos - pos.min(dim=0).values)  # [N, 3] >= 0
-    frames = int(batch.max()) + 1 if n else 1
-    bits = max(1, min(20, (62 - frames.bit_length()) // 3))
-    bins = torch.clamp(torch.floor(box / bin_width).long(), 0, 2**bits - 1)  # [N, 3]
-    code = torch.zeros(n, dtype=torch.long, device=pos.device)
-    for bit in range(bits):
-        for axis in range(3):
-            code |= ((bins[:, axis] >> bit) & 1) << (3 * bit + axis)
-    return torch.argsort(batch * 2 ** (3 * bits) + code, stable=True)

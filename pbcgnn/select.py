@@ -3,16 +3,18 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 import numpy as np
 from ase import Atoms
 
 from .checkpoint import load_checkpoint
 from .dataset import FrameDataset
-from .errors import InputError
+from .errors import InputError, ensure_writable_dir
 from .evaluation.metrics import SPREAD_MEASURES, frame_spread
 from .evaluation.predict import predict
-from .io import read_frames, write_frames
+from .io import read_frames, write_format, write_frames
+from .io.checks import check_supported
 from .model import Committee
 
 __all__ = ["rank_by_spread", "select_frames"]
@@ -24,6 +26,17 @@ def rank_by_spread(spread: np.ndarray, n: int | None = None) -> np.ndarray:
     """Indices of the ``n`` largest spreads, largest first (ties: lower index first)."""
     order = np.argsort(-np.asarray(spread, dtype=float), kind="stable")
     return order if n is None else order[:n]
+
+
+def _check_request(by: str, n: int, out: str | os.PathLike, out_format: str | None) -> str:
+    """The output format, once ``by``, ``n`` and ``out`` are checked: before any work, as scoring a pool takes hours."""
+    if by not in SPREAD_MEASURES:
+        raise InputError(f"expected a spread measure in {SPREAD_MEASURES}, found {by!r}")
+    if n < 1:
+        raise InputError(f"expected n >= 1 frames to select, found {n}")
+    out_format = write_format(out, out_format, n)
+    ensure_writable_dir(Path(out).parent)
+    return out_format
 
 
 def select_frames(
@@ -59,17 +72,19 @@ def select_frames(
         Per selected frame, largest spread first: ``pool_index`` and the three spreads.
 
     Raises:
-        InputError: not a committee checkpoint, a bad ``by`` or ``n``, unreadable pool.
+        InputError: not a committee checkpoint, a bad ``by``, ``n`` or output name (checked before
+            any work), an unreadable pool, or a pool frame the model cannot know (elements it
+            was not trained on, no 3-D periodic cell: :func:`pbcgnn.io.checks.check_supported`).
+        OutputError: the folder of ``out`` cannot be written (checked before any work).
     """
-    if by not in SPREAD_MEASURES:
-        raise InputError(f"expected a spread measure in {SPREAD_MEASURES}, found {by!r}")
-    if n < 1:
-        raise InputError(f"expected n >= 1 frames to select, found {n}")
-    model, _ = load_checkpoint(checkpoint, device=device)
+    out_format = _check_request(by, n, out, out_format)
+    model, ckpt = load_checkpoint(checkpoint, device=device)
     if not isinstance(model, Committee) or len(model) < 2:
         raise InputError("expected a committee checkpoint (train with --committee N, N >= 2)", path=checkpoint)
     opts = dict(format=format, length_unit=length_unit, energy_unit=energy_unit)
     frames = read_frames(pool, require_energy=False, **opts)
+    for k, atoms in enumerate(frames):  # the check of eval and md: a spread on unknown elements means nothing
+        check_supported(atoms, ckpt.get("elements"), bool(ckpt.get("periodic", True)), pool, k)
     dataset = FrameDataset(pool, model.cutoff, require_energy=False, **opts)
     pred = predict(model, dataset, device=device, batch_size=batch_size)
     spread = frame_spread(pred.energy_std, pred.forces_std, pred.natoms)

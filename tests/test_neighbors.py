@@ -181,3 +181,17 @@ def test_a_cutoff_beyond_the_memory_is_refused_before_building(monkeypatch):
     monkeypatch.setattr(nb, "available_memory", lambda device="cpu": 2**20)
     with pytest.raises(InputError, match=r"\(0\.000977 GiB free\)"):
         nb.check_list_memory(estimate_edges(pos, cell, np.ones(3, bool), 30.0, 48), 30.0, 48)
+
+
+def test_atoms_far_outside_the_cell_give_the_list_of_their_wrapped_images():
+    """MD that blew up hands the list positions ~1e8 A out (once a second per build in matscipy):
+    the list is that of the atoms moved back by whole lattice vectors, with shifts that undo it."""
+    rng = np.random.default_rng(5)
+    cell = random_cell(rng, 8.0)
+    pos = rng.random((30, 3)) @ cell
+    jumps = np.round(rng.normal(size=pos.shape) * 1e7)  # [N, 3] lattice vectors
+    far = pos + jumps @ cell
+    ei, s = neighbor_list(pos, cell, np.ones(3, bool), 5.0)
+    ei_far, s_far = neighbor_list(far, cell, np.ones(3, bool), 5.0)
+    expected = {(int(j), int(i), *(S - jumps[j] + jumps[i]).astype(int)) for (j, i), S in zip(ei.T, s)}
+    assert {(int(j), int(i), *S) for (j, i), S in zip(ei_far.T, s_far)} == expected

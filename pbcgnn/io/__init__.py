@@ -12,10 +12,12 @@ Formats: ``"n2p2"`` (RuNNer/n2p2 ``input.data``, Bohr and Hartree by default; se
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import ase.io.formats  # ase's format table: what it writes, and whether a format holds one frame only
 from ase import Atoms
 
 from ..errors import InputError
@@ -26,7 +28,8 @@ from .labels import LabelKeys
 from .n2p2 import read_n2p2, write_n2p2
 from .tokens import BOM
 
-__all__ = ["LabelKeys", "check_path", "detect_format", "read_frames", "validate_frames", "write_frames"]
+__all__ = ["LabelKeys", "check_path", "detect_format", "read_frames", "validate_frames", "write_format",
+           "write_frames"]
 
 #: Format names that mean the n2p2/RuNNer reader. ASE 3.29's own ``runnerdata`` reader converts
 #: with ASE's CODATA 2014 constants, so pbcgnn routes that name to its own reader too.
@@ -100,6 +103,44 @@ def read_frames(
                     require_energy, keys)
 
 
+def write_format(path: str | os.PathLike, format: str | None = None, n_frames: int | None = None) -> str:
+    """The format :func:`write_frames` writes ``path`` in: check it before any work.
+
+    ``"n2p2"`` for ``input.data``, ``*.data`` or an n2p2 ``format``; else the ``ase.io`` format
+    (``"extxyz"`` for ``.xyz``/``.extxyz``, otherwise as ``ase.io.write`` guesses from the name).
+
+    Args:
+        path: the file to write.
+        format: as for :func:`write_frames`.
+        n_frames: how many frames will be written, to refuse a format that holds one (POSCAR).
+
+    Raises:
+        InputError: a name or format no writer takes, or several frames for a one-frame format.
+    """
+    name = Path(path).name
+    fmt = "auto" if format is None else format.lower()
+    by_name = fmt in ("auto", "ase")  # "ase": by the name, but not n2p2's
+    if by_name:
+        if fmt == "auto" and (name == "input.data" or name.endswith(".data")):
+            return "n2p2"
+        if name.endswith((".xyz", ".extxyz")):
+            return "extxyz"
+        with contextlib.suppress(ase.io.formats.UnknownFileTypeError):
+            fmt = ase.io.formats.filetype(os.fspath(path), read=False)
+    if fmt in N2P2_NAMES:
+        return "n2p2"
+    io_format = ase.io.formats.ioformats.get(fmt)
+    if io_format is None or not io_format.can_write:
+        if by_name:
+            raise InputError("expected an output name ending in .data or .xyz (or another suffix ase.io writes, "
+                             f"e.g. .extxyz, .traj, .cif), found {name!r}", path=path)
+        raise InputError(f"expected an output format that ase.io writes, found {fmt!r}", path=path)
+    if n_frames is not None and n_frames > 1 and io_format.single:
+        raise InputError(f"expected a format that holds several frames for {n_frames} frames, found {fmt!r} "
+                         "(one frame per file)", path=path)
+    return fmt
+
+
 def write_frames(
     path: str | os.PathLike,
     frames: Sequence[Atoms],
@@ -114,20 +155,15 @@ def write_frames(
         frames: frames as returned by :func:`read_frames`.
         format: ``None``/``"auto"`` (n2p2 for ``input.data`` and ``*.data``, else extended XYZ
             for ``.xyz``/``.extxyz`` and ``ase.io``'s guess otherwise), ``"n2p2"``, or an
-            ``ase.io`` format name.
+            ``ase.io`` format name; see :func:`write_format`.
         length_unit: unit to write lengths in; default ``"bohr"`` for n2p2, ``"angstrom"`` else.
         energy_unit: unit to write energies in; default ``"hartree"`` for n2p2, ``"ev"`` else.
-    """
-    name = Path(path).name
-    fmt = "auto" if format is None else format.lower()
-    if fmt == "auto":
-        fmt = "n2p2" if name == "input.data" or name.endswith(".data") else "ase"
-    if fmt in N2P2_NAMES:
 
+    Raises:
+        InputError: a name or format no writer takes (:func:`write_format`).
+    """
+    fmt = write_format(path, format, len(frames))
+    if fmt == "n2p2":
         write_n2p2(path, frames, length_unit or "bohr", energy_unit or "hartree")
         return
-
-    if fmt == "ase" and name.endswith((".xyz", ".extxyz")):
-        fmt = "extxyz"
-    ase_format = None if fmt == "ase" else ("extxyz" if fmt == "extxyz" else format)
-    write_ase(path, frames, ase_format, length_unit or "angstrom", energy_unit or "ev")
+    write_ase(path, frames, fmt, length_unit or "angstrom", energy_unit or "ev")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
 from ase import Atoms
@@ -9,7 +10,7 @@ from ase.calculators.calculator import Calculator
 
 from ..units import ASE_FS, BAR
 from .config import MDConfig
-from .output import MDRecorder, md_steps, spread_results
+from .output import MDRecorder, check_motion, md_steps, spread_results
 
 __all__ = ["make_dynamics", "run_ase"]
 
@@ -47,6 +48,19 @@ def make_dynamics(atoms: Atoms, config: MDConfig):
                            pdamp=config.pdamp_fs * ASE_FS)
 
 
+def _runaway_check(atoms: Atoms) -> Callable[[], None]:
+    """An observer for ASE's dynamics: :func:`check_motion` from the previous step to this one."""
+    last = atoms.get_positions()
+
+    def check() -> None:
+        nonlocal last
+        now = atoms.get_positions()
+        check_motion(last, now)
+        last = now
+
+    return check
+
+
 def run_ase(atoms: Atoms, calc: Calculator, config: MDConfig, recorder: MDRecorder) -> Atoms:
     """Integrate ``config.steps`` steps from ``atoms`` (positions and velocities) with ASE.
 
@@ -65,6 +79,7 @@ def run_ase(atoms: Atoms, calc: Calculator, config: MDConfig, recorder: MDRecord
     log.info("ASE %s: %s, %d atoms, %d steps of %g fs", config.ensemble, type(dyn).__name__, len(atoms),
              config.steps, config.timestep_fs)
     recorder.record(0, atoms, atoms.get_potential_energy(), atoms.get_forces(), extra=spread_results(calc))
+    dyn.attach(_runaway_check(atoms), interval=1)  # after every step: a run that blew up stops at once
     done = 0
     while done < config.steps:
         n = min(config.interval, config.steps - done)

@@ -1,6 +1,7 @@
 """MDConfig: the options of one molecular-dynamics run; the only place their defaults live."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -9,6 +10,10 @@ from ..errors import InputError
 __all__ = ["MDConfig", "ENGINES", "ENSEMBLES"]
 
 ENGINES = ("ase", "openmm")
+#: Float fields and the ``pbcgnn md`` options that set them.
+_FLOAT_OPTIONS = {"temperature_K": "--temperature", "timestep_fs": "--timestep", "friction_per_ps": "--friction",
+                  "pressure_bar": "--pressure", "tdamp_fs": "tdamp_fs", "pdamp_fs": "pdamp_fs",
+                  "initial_temperature_K": "--initial-temperature", "skin": "--skin"}
 ENSEMBLES = ("nve", "nvt", "npt")
 
 
@@ -73,7 +78,8 @@ class MDConfig:
     tabulate: bool = True
 
     def validate(self) -> MDConfig:
-        """Raise :class:`InputError` for an impossible option; returns self."""
+        """Raise :class:`InputError` for an impossible option (naming its ``pbcgnn md`` option); returns self."""
+        self._check_finite()
         checks = [
             (self.engine in ENGINES, f"expected engine in {ENGINES}, found {self.engine!r}"),
             (self.ensemble in ENSEMBLES, f"expected ensemble in {ENSEMBLES}, found {self.ensemble!r}"),
@@ -100,6 +106,14 @@ class MDConfig:
             if not ok:
                 raise InputError(message)
         return self
+
+    def _check_finite(self) -> None:
+        """NaN or inf fails later and elsewhere (a NaN pressure as a cell without volume, an infinite
+        temperature as NaN positions), so it is refused here, by its option's name."""
+        for name, option in _FLOAT_OPTIONS.items():
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise InputError(f"expected a finite number for {option}, found {value}")
 
     @property
     def start_temperature_K(self) -> float:

@@ -24,7 +24,7 @@ from ase.calculators.calculator import Calculator
 from ..errors import InputError
 from ..units import EV_TO_KJ_PER_MOL, FORCE_TO_OPENMM, KB, NM, VELOCITY_TO_OPENMM
 from .config import MDConfig
-from .output import MDRecorder, md_steps, spread_results
+from .output import MDRecorder, check_motion, md_steps, spread_results
 
 __all__ = ["ModelForce", "make_system", "make_integrator", "make_context", "openmm_energy_forces", "run_openmm"]
 
@@ -271,8 +271,10 @@ def run_openmm(atoms: Atoms, calc: Calculator, config: MDConfig, recorder: MDRec
     done = 0
     while done < config.steps:
         n = min(config.interval, config.steps - done)
-        with md_steps(done + 1, done + n), _model_errors(model_force):
-            integrator.step(n)
+        with md_steps(done + 1, done + n):
+            with _model_errors(model_force):
+                integrator.step(n)
+            before, now = now, record(done + n)
+            check_motion(before.positions, now.positions, n)  # a run that blew up stops here
         done += n
-        now = record(done)
     return now

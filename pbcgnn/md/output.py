@@ -35,7 +35,13 @@ from ..errors import InputError, OutputError
 from ..units import AMU_PER_A3, KB
 
 __all__ = ["THERMO_COLUMNS", "MDRecorder", "read_thermo", "temperature", "degrees_of_freedom", "ns_per_day",
-           "spread_results", "md_steps", "writing"]
+           "spread_results", "md_steps", "writing", "check_motion", "MAX_STEP_A"]
+
+#: Farthest an atom may move in one MD step, Angstrom. Verlet integration needs forces that change
+#: little over a step; in water they change over ~0.1 A, and a hydrogen at 300 K moves ~0.01 A
+#: per 0.5 fs step. An atom that moves a bond length in one step is no longer integrated: the run
+#: blew up, and left alone its atoms fly apart until every step costs seconds.
+MAX_STEP_A = 1.0
 
 #: Calculator results copied into the trajectory when present (committee spread).
 SPREAD_KEYS = ("energy_std", "forces_std")
@@ -81,6 +87,26 @@ def md_steps(first: int, last: int) -> Iterator[None]:
         raise InputError(f"during MD steps {first}-{last}: {err.reason} (the dynamics left the region the "
                          "model was trained on: try a smaller time step or a better-trained model)",
                          path=err.path, line=err.line, frame=err.frame) from None
+
+
+def check_motion(before: np.ndarray, after: np.ndarray, steps: int = 1) -> None:
+    """Refuse a run that blew up between two states ``steps`` MD steps apart.
+
+    Args:
+        before, after: [N, 3] unwrapped positions, Angstrom.
+        steps: MD steps between them.
+
+    Raises:
+        InputError: a position is NaN or inf, or an atom moved more than ``steps *``
+            :data:`MAX_STEP_A` (raised inside :func:`md_steps`, which names the steps).
+    """
+    if not np.isfinite(after).all():
+        raise InputError("expected finite positions, found NaN or inf")
+    moved = np.linalg.norm(after - before, axis=1)  # [N] Angstrom
+    k = int(np.argmax(moved)) if len(moved) else 0
+    if len(moved) and moved[k] > MAX_STEP_A * steps:
+        raise InputError(f"atom {k} moved {moved[k]:.3g} A in {steps} step{'s' if steps > 1 else ''}, expected at "
+                         f"most {MAX_STEP_A:g} A per step")
 
 
 def ns_per_day(steps: int, timestep_fs: float, wall_s: float) -> float:

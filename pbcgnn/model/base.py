@@ -16,12 +16,12 @@ from torch import Tensor
 from torch_geometric.data import Data
 from torch_geometric.utils import scatter
 
-from ..neighbors import edge_vectors, mirror_pairs, spatial_order
+from ..neighbors import edge_vectors, mirror_pairs
 
-__all__ = ["EnergyModel", "SPATIAL_ORDER_MIN_ATOMS"]
+__all__ = ["EnergyModel", "SPATIAL_ORDER_MIN_ATOMS", "spatial_order"]
 
 #: From this many atoms (all frames together) a model relabels atoms in Morton order
-#: internally (:func:`pbcgnn.neighbors.spatial_order`); [N, F] features then exceed the CPU cache.
+#: internally (:func:`spatial_order`); [N, F] features then exceed the CPU cache.
 SPATIAL_ORDER_MIN_ATOMS = 8192
 
 
@@ -131,3 +131,45 @@ class EnergyModel(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.hparams.items())
+
+
+def spatial_order(
+    pos: torch.Tensor, cell: torch.Tensor, batch: torch.Tensor | None = None, bin_width: float = 3.0
+) -> torch.Tensor:
+    """A permutation of the atoms that puts spatial neighbours close together in memory.
+
+    Atoms are binned on a grid of ``bin_width`` (wrapped into the cell when it has volume,
+    else over their bounding box) and sorted by the Morton (Z-order) code of their bin,
+    frame by frame. Gathering neighbour features then touches a few cache-sized blocks
+    instead of rows scattered over the whole array: energy and forces of 10^5 atoms get
+    ~25 % faster on a CPU. Any order gives the same physics; this is only about memory.
+
+    Args:
+        pos: [N, 3] Angstrom.
+        cell: [B, 3, 3] (or [3, 3]) lattice vectors as rows (zeros: no cell).
+        batch: [N] frame index per atom (None: one frame).
+        bin_width: bin edge in Angstrom.
+
+    Returns:
+        [N] int64 ``order``: ``pos[order]`` is the sorted array (frames stay contiguous and in order).
+    """
+    pos = pos.detach().to(torch.float64)
+    cell = cell.detach().reshape(-1, 3, 3).to(pos)
+    n = pos.shape[0]
+    if batch is None:
+        batch = torch.zeros(n, dtype=torch.long, device=pos.device)
+    volume = torch.linalg.det(cell).abs()  # [B]
+    has_cell = (volume > 1e-6)[batch]  # [N]
+    safe = torch.where((volume > 1e-6).view(-1, 1, 1), cell, torch.eye(3, dtype=pos.dtype, device=pos.device))
+    frac = torch.bmm(pos.unsqueeze(1), torch.linalg.inv(safe)[batch]).squeeze(1)  # [N, 3]
+    frac = frac - torch.floor(frac)
+    lengths = torch.linalg.norm(safe, dim=2)[batch]  # [N, 3] Angstrom
+    box = torch.where(has_cell.unsqueeze(1), frac * lengths, pos - pos.min(dim=0).values)  # [N, 3] >= 0
+    frames = int(batch.max()) + 1 if n else 1
+    bits = max(1, min(20, (62 - frames.bit_length()) // 3))
+    bins = torch.clamp(torch.floor(box / bin_width).long(), 0, 2**bits - 1)  # [N, 3]
+    code = torch.zeros(n, dtype=torch.long, device=pos.device)
+    for bit in range(bits):
+        for axis in range(3):
+            code |= ((bins[:, axis] >> bit) & 1) << (3 * bit + axis)
+    return torch.argsort(batch * 2 ** (3 * bits) + code, stable=True)

@@ -86,8 +86,9 @@ def fit_committee(config: Config, out_dir, *, resume: bool = False, progress: bo
     datasets = datasets if datasets is not None else load_datasets(config)
     results = _fit_members(config, out, resume, progress, datasets)
     history = [{**rec, "member": k} for k, r in enumerate(results) for rec in r.history]
+    trained = sum(r.trained for r in results)
     if results[-1].stopped == "paused":  # nothing to combine yet; the marker last.pt resumes it
-        return FitResult(results[-1].best, results[-1].last, results[-1].metrics, history, "paused")
+        return FitResult(results[-1].best, results[-1].last, results[-1].metrics, history, "paused", trained)
     dirs = [out / f"member_{k}" for k in range(n)]
     device = resolve_device(config.train.device)
     metrics = {}
@@ -102,4 +103,4 @@ def fit_committee(config: Config, out_dir, *, resume: bool = False, progress: bo
              "energy %.2f, forces %.2f", n, m["energy_rmse_mev_per_atom"], m["force_rmse_mev_per_A"],
              m["spearman_energy"], m["spearman_forces"])
     stopped = "; ".join(f"member {k}: {r.stopped}" for k, r in enumerate(results))
-    return FitResult(out / "best.pt", out / "last.pt", metrics["best"], history, stopped)
+    return FitResult(out / "best.pt", out / "last.pt", metrics["best"], history, stopped, trained)

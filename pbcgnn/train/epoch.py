@@ -1,6 +1,7 @@
 """One epoch: optimiser steps over the training frames, and the validation that judges it."""
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,7 +17,28 @@ from .distributed import Context
 from .loss import ValidationLoss, energy_force_loss, loss_denominators
 from .setup import Training
 
-__all__ = ["train_epoch", "validate"]
+__all__ = ["train_epoch", "validate", "finite", "check_finite"]
+
+
+def finite(tensors) -> bool:
+    """Whether every floating-point tensor of ``tensors`` is free of NaN and inf (one device sync)."""
+    flags = [torch.isfinite(t.detach()).all() for t in tensors if t.is_floating_point()]
+    return not flags or bool(torch.stack(flags).all())
+
+
+def check_finite(training: Training, val: dict[str, float], epoch: int, out: Path) -> None:
+    """Stop before an epoch whose validation loss or weights (raw or EMA) are NaN or inf is saved:
+    no checkpoint ever holds them, and a plateau or best.pt never compares a NaN.
+
+    Raises:
+        TrainingError: naming the epoch and what is not finite.
+    """
+    bad = [what for what, ok in (("validation loss", math.isfinite(val["loss"])),
+                                 ("weights", finite(training.model.state_dict().values())),
+                                 ("EMA weights", finite(training.eval_model.state_dict().values()))) if not ok]
+    if bad:
+        raise TrainingError(f"epoch {epoch + 1}: NaN or inf in the {' and '.join(bad)} (validation loss {val['loss']:.4g}); "
+                            f"training stopped, the last good checkpoints in {out} are kept")
 
 
 def train_epoch(net: torch.nn.Module, training: Training, loader, tc: TrainConfig, ctx: Context,
@@ -33,7 +55,8 @@ def train_epoch(net: torch.nn.Module, training: Training, loader, tc: TrainConfi
     loss is normalised by the global batch and multiplied by W, because DDP averages the gradients.
 
     Raises:
-        TrainingError: the loss is NaN or inf (on any process); names the frames of the batch.
+        TrainingError: the loss (on any process) or the weights after a step are NaN or inf; names
+            the frames of the batch.
     """
     model, optimizer = training.model, training.optimizer
     model.train()
@@ -60,6 +83,10 @@ def train_epoch(net: torch.nn.Module, training: Training, loader, tc: TrainConfi
         if tc.clip_grad > 0:
             torch.nn.utils.clip_grad_norm_(training.trainable, tc.clip_grad)
         optimizer.step()
+        if not finite(training.trainable):  # e.g. an inf gradient: Adam's step is then NaN
+            raise TrainingError(
+                f"epoch {epoch + 1}: the weights became NaN or inf in the step on frames {', '.join(batch.source)} (loss "
+                f"{loss.item():.4g}); training stopped, the last good checkpoints in {out} are kept")
         if training.ema is not None:
             training.ema.update_parameters(model)
         sums += step

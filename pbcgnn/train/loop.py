@@ -22,7 +22,7 @@ from ..dataset import FrameDataset, bootstrap_indices, file_sha256, load_dataset
 from ..device import resolve_device
 from ..errors import InputError
 from . import distributed
-from .epoch import train_epoch, validate
+from .epoch import check_finite, train_epoch, validate
 from .schedule import budget_progress, energy_weight, in_final_phase, scheduled_lr, validation_energy_weight
 from .setup import Training, set_up
 from .state import FitResult, TrainState
@@ -91,7 +91,8 @@ def resumed_config(config: Config, out: Path, given: Collection[str] | None = No
     if "train_state" not in ckpt:
         raise InputError("checkpoint has no training state to resume from", path=path)
     stored = Config.from_dict(ckpt["config"])
-    began = ckpt["train_state"].get("loop", {}).get("final_phase", False)  # a committee marker has no loop
+    loop = ckpt["train_state"].get("loop")  # a committee marker has none: its members decide
+    began = loop is not None and _final_phase_began(stored, config, given, loop)
     free = BUDGET + WHERE + (() if began else LATER)
     take = list(BUDGET) if given is None else [n for n in free if n == "train.stop_after" or n in given]
     digests = ckpt["train_state"].get("inputs", {})
@@ -107,6 +108,17 @@ def resumed_config(config: Config, out: Path, given: Collection[str] | None = No
         section, field = name.split(".")
         changes.setdefault(section, {})[field] = _option(config, name)
     return stored.replace(**changes), ckpt["train_state"]
+
+
+def _final_phase_began(stored: Config, config: Config, given: Collection[str] | None, loop: dict[str, Any]) -> bool:
+    """Whether the epochs done lie in the final phase (the last ``anneal`` of the budget this call
+    gives the run), or the stored run was already in it. Whether a final energy weight was set
+    does not matter: switched on now, it would apply to a phase whose epochs ran without it."""
+    budget = {n.split(".")[1]: _option(config, n) for n in ("train.epochs", "train.max_minutes")
+              if given is None or n in given}
+    tc = stored.replace(train=budget).train
+    progress = budget_progress(tc, int(loop.get("epoch", 0)), 0, 1, float(loop.get("elapsed_s", 0.0)), 0.0)
+    return bool(loop.get("final_phase", False)) or in_final_phase(tc, progress)
 
 
 def _training_frames(config: Config, datasets) -> tuple[FrameDataset, FrameDataset]:
@@ -189,6 +201,7 @@ def fit_model(config: Config, out: Path, *, saved: dict[str, Any] | None = None,
              len(train_set), len(val_set), device, ctx.world_size,
              sum(p.numel() for p in training.model.parameters()), sum(p.numel() for p in training.trainable))
 
+    epoch_before = state.epoch
     elapsed_before, t_start = state.elapsed_s, time.monotonic()  # wall time of the resumed parts
     out_of_time = _out_of_budget(tc, state)  # a resumed run that had already used its minutes
     stopped = "time limit" if out_of_time else "epochs"
@@ -206,6 +219,7 @@ def fit_model(config: Config, out: Path, *, saved: dict[str, Any] | None = None,
             state.enter_final_phase()
         # every rank: same decisions
         val = validate(training.eval_model, val_loader, device, val_energy_weight, val_force_weight)
+        check_finite(training, val, epoch, out)  # before anything compares or saves them
         if tc.lr_schedule == "plateau" and state.anneal_from is None:
             training.scheduler.step(val["loss"])
         record = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in terms.items()},
@@ -230,7 +244,8 @@ def fit_model(config: Config, out: Path, *, saved: dict[str, Any] | None = None,
     if ctx.distributed:
         torch.distributed.barrier()  # the others wait until rank 0 has written its checkpoints
     log.info("stopped (%s) after %d epochs; best val: %s", stopped, state.epoch, state.best_metrics)
-    return FitResult(out / "best.pt", out / "last.pt", state.best_metrics, state.history, stopped)
+    return FitResult(out / "best.pt", out / "last.pt", state.best_metrics, state.history, stopped,
+                     state.epoch - epoch_before)
 
 
 def _save(out: Path, config: Config, elements: list[int], training: Training, state: TrainState,

@@ -8,6 +8,7 @@ from pathlib import Path
 from ..config import Config
 from ..dataset import FrameDataset
 from .committee import fit_committee
+from .lock import run_lock
 from .loop import fit_model, resumed_config
 from .state import FitResult
 from .transfer import resolve_config
@@ -36,6 +37,9 @@ def fit(
     ``config.committee.size`` N > 1, N members are trained into ``out_dir/member_K`` and combined
     (:func:`pbcgnn.train.committee.fit_committee`).
 
+    The run holds ``out_dir`` while it trains (:func:`pbcgnn.train.lock.run_lock`): a second
+    run on the same folder is refused, naming the first one's pid and host.
+
     Args:
         config: options (validated here); when resuming, the options stored in ``last.pt`` are
             used and only ``train.epochs``, ``train.max_minutes`` and ``train.stop_after`` may
@@ -52,15 +56,16 @@ def fit(
 
     Raises:
         TrainingError: the loss became NaN or inf; names the frames of the batch.
-        InputError: bad options, data or checkpoints.
+        InputError: bad options, data or checkpoints, or another live run trains in ``out_dir``.
     """
     out = Path(out_dir)
-    saved = None
-    if resume:
-        config, saved = resumed_config(config, out, given)
-    elif config.transfer.init_from is not None:
-        config = resolve_config(config)
-    config.validate()
-    if config.committee.size > 1:
-        return fit_committee(config, out, resume=resume, progress=progress, datasets=datasets)
-    return fit_model(config, out, saved=saved, progress=progress, datasets=datasets)
+    with run_lock(out):  # before last.pt is read: one writer per folder, members' folders included
+        saved = None
+        if resume:
+            config, saved = resumed_config(config, out, given)
+        elif config.transfer.init_from is not None:
+            config = resolve_config(config)
+        config.validate()
+        if config.committee.size > 1:
+            return fit_committee(config, out, resume=resume, progress=progress, datasets=datasets)
+        return fit_model(config, out, saved=saved, progress=progress, datasets=datasets)

@@ -65,10 +65,13 @@ class TrainState:
 
 @dataclass
 class FitResult:
-    """What a run produced: checkpoint paths, best validation metrics, per-epoch history."""
+    """What a run produced: checkpoint paths, best validation metrics, per-epoch history, why it
+    stopped, and ``trained``, the epochs this call trained (0: a resumed run with nothing left to
+    train, whose checkpoints were not written)."""
 
     best: Path
     last: Path
     metrics: dict[str, float]
     history: list[dict[str, float]] = field(default_factory=list)
     stopped: str = "epochs"
+    trained: int = 0

@@ -10,7 +10,8 @@ from torch_geometric.data import Batch
 import pbcgnn.model.base as base
 from pbcgnn.graph import atoms_to_graph
 from pbcgnn.model import compute_properties
-from pbcgnn.neighbors import mirror_pairs, neighbor_list, spatial_order
+from pbcgnn.model.base import spatial_order
+from pbcgnn.neighbors import mirror_pairs, neighbor_list
 
 
 def close(a: dict, b: dict, rtol: float = 1e-10) -> None:
