@@ -56,7 +56,8 @@ HERE = Path(__file__).resolve().parent
 PACKAGES = ("pbcgnn", "schnetpack", "mace")
 #: The figure's legend: package, version and model (with --pbcgnn-args, the SchNet size may differ).
 LABELS = {"pbcgnn": "pbcgnn (SchNet)", "schnetpack": "SchNetPack 2.1.1 (SchNet)",
-          "mace": "MACE 0.3.16 (32x0e+32x1o, L=1)"}
+          "mace": "MACE 0.3.16 (32x0e+32x1o, L=1)", "pbcgnn_painn": "pbcgnn (PaiNN)",
+          "mace_docs": "MACE 0.3.16 (64x0e, L=0, its water recipe)"}
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 #: MACE's model and recipe: a small standard water model (the one specified), batch size and cutoff pbcgnn's.
 MACE_ARGS = ["--name=mace", "--model=MACE", "--num_interactions=2", "--hidden_irreps=32x0e + 32x1o", "--max_L=1",
@@ -188,7 +189,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--max-frames", type=int, default=None, help="use only N frames (smoke runs)")
     p.add_argument("--out", type=Path, default=Path("runs/time_to_accuracy"), help="splits, models, logs")
     p.add_argument("--results", type=Path, default=None, help="folder for the JSON and PNG [default: OUT]")
+    p.add_argument("--label", default=None,
+                   help="the row's name in the JSON and its run folder [default: the package], so one package "
+                        "can have several recipes, e.g. pbcgnn_painn or mace_docs (one package per invocation)")
     args = p.parse_args(argv)
+    if args.label and len(args.packages) != 1:
+        p.error("--label names one package's row: give one --packages")
     args.results = args.results or args.out
     args.results.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
@@ -196,12 +202,13 @@ def main(argv: list[str] | None = None) -> dict:
     path = args.results / "time_to_accuracy.json"
     for package in args.packages:
         reason = missing_python(package, args)
-        row = {"skipped": reason} if reason else RUNNERS[package](files, args.out / package, args)
+        key = args.label or package
+        row = {"skipped": reason} if reason else RUNNERS[package](files, args.out / key, args)
         if reason:
             log.warning("skipping %s: %s", package, reason)
         results = json.loads(path.read_text()) if path.is_file() else {"packages": {}}  # re-read: parallel runs
         row["invocations"] = [sys.argv[1:] if argv is None else list(argv)]
-        results["packages"][package] = merged(results["packages"].get(package, {}), row)
+        results["packages"][key] = merged(results["packages"].get(key, {}), {**row, "package": package})
         results.update(split={part: len(ase.io.read(f, index=":")) for part, f in files.items()},
                        data=str(run.SETS["cheng"]), split_seed=args.seed, threads=1,
                        machine=platform.processor() or platform.machine(), torch=torch.__version__)
@@ -220,7 +227,7 @@ def plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
-    for (package, row), style in zip(results["packages"].items(), ("o-", "s--", "^-.")):
+    for (package, row), style in zip(results["packages"].items(), ("o-", "s--", "^-.", "D-", "v:", "x--")):
         points = [p for p in row.get("points", []) if "force_rmse_mev_per_A" in p]
         for ax, key in zip(axes, ("force_rmse_mev_per_A", "energy_rmse_mev_per_atom")):
             ax.plot([p["minutes"] for p in points], [p[key] for p in points], style,

@@ -40,6 +40,12 @@ def test_time_to_accuracy_smoke(shared_data, tmp_path):
     points = again["packages"]["pbcgnn"]["points"]
     assert [p["minutes"] for p in points] == [0.05, 0.1] and points[1] == row["points"][1]
     assert len(again["packages"]["pbcgnn"]["invocations"]) == 2 and "skipped" in again["packages"]["mace"]
+    # another recipe of a package is its own row and run folder (--label)
+    painn = bench.main(["--packages", "pbcgnn", "--label", "pbcgnn_painn", "--minutes", "0.05", "--max-frames", "10",
+                        "--out", str(tmp_path), "--pbcgnn-args", "--model painn --features 8 --interactions 1 --rbf 8"])
+    assert painn["packages"]["pbcgnn"]["points"] == points and painn["packages"]["pbcgnn_painn"]["package"] == "pbcgnn"
+    assert "--model painn" in painn["packages"]["pbcgnn_painn"]["commands"][0]
+    assert (tmp_path / "pbcgnn_painn" / "model_0.05min" / "best.pt").is_file()
 
 
 def test_peer_predictions_scored_as_pbcgnn_eval(shared_data, tmp_path):
