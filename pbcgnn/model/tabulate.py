@@ -22,8 +22,9 @@ PaiNN's filters (one per block, [3F] each) depend on the distance only too: :cla
 keeps their cells on the 5 mA grid its training path uses (:mod:`pbcgnn.model.painn_grid`) and
 sums messages in that path's fused kernels, without rebuilding the cells at every call. On a
 trained 64x3 model and a 192-atom water frame in float32 its forces differ from the exact
-model's by ~1e-6 of the largest (float32 rounding) and it is 2x faster on one thread (5x at
-768 atoms); ``tests/model/test_tabulate_painn.py`` checks it in float64. A committee is
+model's by ~1e-6 of the largest (float32 rounding); MD on one thread is 2.1x faster at 192
+atoms and 11x at 1536 (``benchmarks/md/results``); ``tests/model/test_tabulate_painn.py``
+checks it in float64. A committee is
 tabulated member by member.
 
 Use it for MD and evaluation, not for training (the table has no weights)::
