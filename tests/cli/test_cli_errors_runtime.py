@@ -8,31 +8,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
-from pbcgnn.cli import main
 
 from pbcgnn import checkpoint as ckpt_module
 from pbcgnn.checkpoint import build_model, save_checkpoint
 from pbcgnn.config import Config, DataConfig, ModelConfig
 from pbcgnn.md import output as md_output
 
-TRAIN = ["--epochs", "1", "--features", "8", "--filters", "8", "--interactions", "1", "--rbf", "6",
-         "--cutoff", "3.0", "--batch-size", "8", "--device", "cpu", "--no-progress"]
+from .conftest import TRAIN, one_error, run
+
 BAD_DEVICES = ["cuda:x", "tpu", "cuda:-1"] + ([] if torch.cuda.is_available() else ["cuda", "cuda:0"])
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def one_error(result) -> str:
-    """The single ``Error:`` line of a failed command (asserting there is exactly one, and no traceback)."""
-    assert result.exit_code == 1, result.output
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output
-    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.output
-    return errors[0]
 
 
 @pytest.fixture(scope="module")

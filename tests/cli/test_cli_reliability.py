@@ -14,8 +14,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
-from pbcgnn.cli import main
 
 from pbcgnn import select as select_module
 from pbcgnn.checkpoint import build_model, combine_checkpoints, read_checkpoint, save_checkpoint
@@ -23,22 +21,7 @@ from pbcgnn.config import CommitteeConfig, Config, DataConfig, ModelConfig
 from pbcgnn.io import read_frames, write_frames
 from pbcgnn.train.lock import LOCK_NAME
 
-TRAIN = ["--epochs", "1", "--features", "8", "--filters", "8", "--interactions", "1", "--rbf", "6",
-         "--cutoff", "3.0", "--batch-size", "8", "--device", "cpu", "--no-progress"]
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def one_error(result) -> str:
-    """The single ``Error:`` line of a failed command (asserting there is exactly one, and no traceback)."""
-    assert result.exit_code == 1, result.output
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output
-    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.output
-    return errors[0]
+from .conftest import TRAIN, one_error, run
 
 
 def flip_a_tensor_byte(src, dst) -> None:
