@@ -77,7 +77,13 @@ def _on_command_line(ctx: click.Context) -> list[str]:
 @click.option("--stop-after", type=click.FloatRange(min=0, min_open=True), default=_T.stop_after, metavar="MINUTES",
               help="Pause after MINUTES of this invocation, schedule untouched; --resume continues the run.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=_D.cache_dir,
-              help="Cache processed graphs here [default: in memory].")
+              help="Cache processed graphs and frame stores here [default: graphs in memory, stores in "
+                   "$PBCGNN_CACHE_DIR or ~/.cache/pbcgnn].")
+@click.option("--storage", type=click.Choice(["auto", "memory", "disk"]), default=_D.storage, show_default=True,
+              help="memory: every graph in RAM; disk: frames in an on-disk store (--cache-dir), each graph built "
+                   "when its batch needs it; auto: memory when the graphs fit in half the free memory.")
+@click.option("--workers", type=click.IntRange(min=0), default=_T.workers, show_default=True,
+              help="DataLoader processes that read frames and build graphs while the model trains.")
 @click.option("--init-from", type=click.Path(exists=True, dir_okay=False), default=_X.init_from,
               help="Fine-tune this checkpoint: architecture and cutoff from it, E0 refitted on DATA.")
 @click.option("--freeze", default=",".join(_X.freeze), metavar="GROUPS",

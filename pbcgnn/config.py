@@ -68,6 +68,10 @@ def parse_freeze(spec: str | Sequence[str], num_interactions: int | None = None)
     return groups
 
 
+#: Where training graphs live: :attr:`DataConfig.storage`.
+STORAGES = ("auto", "memory", "disk")
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Which frames to train on and how to read them.
@@ -77,7 +81,12 @@ class DataConfig:
         val_paths: optional separate validation files; otherwise ``val_fraction`` of
             ``paths`` is held out at random (seeded by ``split_seed``).
         format, length_unit, energy_unit: as :func:`pbcgnn.io.read_frames`.
-        cache_dir: where processed graphs are cached; ``None`` keeps them in memory.
+        cache_dir: where processed graphs (and frame stores) are cached; ``None`` keeps graphs in
+            memory only (frame stores then go to :func:`pbcgnn.dataset.streamed.default_store_root`).
+        storage: ``"memory"`` keeps every graph in RAM (:class:`pbcgnn.dataset.FrameDataset`);
+            ``"disk"`` keeps positions and labels in an on-disk store and builds each graph when a
+            batch needs it (:class:`pbcgnn.dataset.StreamedFrameDataset`); ``"auto"`` takes
+            memory when the graphs' estimated size fits in half the free memory, else disk.
         energy_key, forces_key, stress_key: columns holding the labels in extended XYZ and
             other ASE formats (e.g. ``REF_forces``); ``None``: the usual names
             (:mod:`pbcgnn.io.labels`). Stored in checkpoints, so evaluation reads the same columns.
@@ -94,6 +103,7 @@ class DataConfig:
     energy_key: str | None = None
     forces_key: str | None = None
     stress_key: str | None = None
+    storage: str = "auto"
 
     def validate(self) -> None:
         _check(len(self.paths) > 0, "expected at least one training data file, found none")
@@ -101,6 +111,7 @@ class DataConfig:
             key = getattr(self, name)
             _check(key is None or (isinstance(key, str) and key.strip() == key != ""),
                    f"expected {name} to be a column name, found {key!r}")
+        _check(self.storage in STORAGES, f"expected storage to be one of {', '.join(STORAGES)}, found {self.storage!r}")
         _check(0.0 < self.val_fraction < 1.0 or bool(self.val_paths),
                f"expected 0 < val_fraction < 1, found {self.val_fraction}")
         _check(self.length_unit is None or self.length_unit.lower() in LENGTH_UNITS,
@@ -189,6 +200,8 @@ class TrainConfig:
             for the saved model (0 disables it).
         clip_grad: maximum gradient norm (0 disables clipping).
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
+        workers: ``DataLoader`` worker processes that read frames and build graphs while the
+            model trains (0: in the training process). Batches are the same for any number.
     """
 
     epochs: int = 200
@@ -209,6 +222,7 @@ class TrainConfig:
     clip_grad: float = 10.0
     seed: int = 0
     device: str = "auto"
+    workers: int = 0
     max_minutes: float | None = None
     stop_after: float | None = None
 
@@ -219,6 +233,7 @@ class TrainConfig:
                    f"expected a finite {f.name} (--{f.name.replace('_', '-')}), found {value}")
         _check(self.epochs >= 1, f"expected epochs >= 1, found {self.epochs}")
         _check(self.batch_size >= 1, f"expected batch_size >= 1, found {self.batch_size}")
+        _check(self.workers >= 0, f"expected workers >= 0, found {self.workers}")
         _check(self.lr > 0, f"expected lr > 0, found {self.lr}")
         _check(self.energy_weight >= 0 and self.force_weight >= 0, "expected non-negative loss weights")
         _check(self.energy_weight + self.force_weight > 0, "expected a non-zero loss weight")

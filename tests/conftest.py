@@ -27,6 +27,12 @@ def _shared_data() -> Path:
     return Path(env) if env else REPO.parent / "shared" / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _store_cache(tmp_path_factory):
+    """Frame stores written without --cache-dir go to a temporary folder, never ~/.cache."""
+    os.environ["PBCGNN_CACHE_DIR"] = str(tmp_path_factory.mktemp("stores"))
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """``../shared/data`` (or $PBCGNN_SHARED_DATA). CI always has it; elsewhere tests skip."""

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 #: Options a resumed run takes from the resuming call: its budget and this sitting's pause.
 BUDGET = ("train.epochs", "train.max_minutes", "train.stop_after")
 #: Options it takes from the call only when given there: where it runs, not what it trains.
-WHERE = ("train.device", "data.cache_dir")
+WHERE = ("train.device", "train.workers", "data.cache_dir", "data.storage")
 #: Options it may take up before they act: the final phase's energy weight, until that phase began.
 LATER = ("train.final_energy_weight",)
 #: Every option a resumed run may take from its call.
@@ -134,7 +134,7 @@ def _training_frames(config: Config, datasets) -> tuple[FrameDataset, FrameDatas
 def _validation_force_weight(tc: TrainConfig, train_set: FrameDataset) -> float:
     """Select on what is trained: with energies only (e.g. CCSD(T) fine-tuning), validation forces
     would pick the epoch that moved least from the start, not the one with the best energies."""
-    if any(bool(g.has_forces) for g in train_set):
+    if any(bool(g.has_forces) for g in train_set.labels_only()):
         return tc.force_weight
     if tc.force_weight > 0:
         log.info("no training frame has forces: the validation loss (best.pt, early stopping, plateau) "
@@ -191,8 +191,9 @@ def fit_model(config: Config, out: Path, *, saved: dict[str, Any] | None = None,
     # One sampler for one process or many: the shuffle depends only on seed and epoch, so W
     # processes see the same global batches as one, and a resumed run the same as an unbroken one.
     sampler, per_rank = distributed.make_sampler(train_set, ctx, tc.batch_size, tc.seed)
-    train_loader = DataLoader(train_set, batch_size=per_rank, sampler=sampler)
-    val_loader = DataLoader(val_set, batch_size=max(tc.batch_size, 8), shuffle=False)
+    workers = {"num_workers": tc.workers, "persistent_workers": tc.workers > 0}  # graphs built beside the model
+    train_loader = DataLoader(train_set, batch_size=per_rank, sampler=sampler, **workers)
+    val_loader = DataLoader(val_set, batch_size=max(tc.batch_size, 8), shuffle=False, **workers)
     net = DistributedDataParallel(training.model) if ctx.distributed else training.model
     val_force_weight = _validation_force_weight(tc, train_set)
     writer = SummaryWriter(log_dir=os.fspath(out)) if ctx.is_main else None

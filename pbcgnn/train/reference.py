@@ -77,10 +77,12 @@ def fit_reference(model: torch.nn.Module, train_set, device: str | torch.device 
         ``full_rank``, ``rmse_per_atom`` (eV, after E0), and the energy RMSE (meV/atom) of the
         model on the frames before and after the fit.
     """
-    numbers = [g.z.numpy() for g in train_set]
-    energies = np.array([float(g.energy) for g in train_set])  # [F] eV
+    frames = [(g.z.numpy(), float(g.energy), g.forces.numpy() if bool(g.has_forces) else None)
+              for g in train_set.labels_only()]  # one pass; a streamed set skips its neighbour lists
+    numbers = [z for z, _, _ in frames]
+    energies = np.array([e for _, e, _ in frames])  # [F] eV
     natoms = np.array([len(z) for z in numbers])
-    forces = [g.forces.numpy() for g in train_set if bool(g.has_forces)]
+    forces = [f for _, _, f in frames if f is not None]
     old_scale = float(model.reference.scale)
     readout = _readout(model)
     pretrained = bool(readout.weight.any() or readout.bias.any())  # a new readout is exactly zero

@@ -1,4 +1,4 @@
-"""FrameDataset: labelled frames as periodic PyG graphs, cached on disk, with seeded splits and bootstrap resamples."""
+"""FrameDataset: labelled frames as periodic PyG graphs, kept in memory and cached on disk."""
 from __future__ import annotations
 
 import hashlib
@@ -12,30 +12,19 @@ import torch
 from ase import Atoms
 from torch_geometric.data import Data, InMemoryDataset
 
-from .config import Config
-from .errors import InputError
-from .graph import MIN_DISTANCE, atoms_to_graph
-from .neighbors import STORED_BYTES_PER_EDGE, check_list_memory, estimate_edges
-from .io import check_path, read_frames
-from .io.checks import check_supported
+from ..errors import InputError
+from ..graph import MIN_DISTANCE, atoms_to_graph
+from ..io import check_path, read_frames
+from ..io.checks import check_supported
+from ..neighbors import STORED_BYTES_PER_EDGE, check_list_memory, estimate_edges
+from .splits import file_sha256, split_indices
 
-__all__ = [
-    "FrameDataset", "split_indices", "bootstrap_indices", "load_datasets", "check_frames", "GRAPH_VERSION", "file_sha256",
-]
+__all__ = ["FrameDataset", "check_frames", "GRAPH_VERSION"]
 
 log = logging.getLogger(__name__)
 
 #: Bump when graph fields or their meaning change: old caches are then ignored.
 GRAPH_VERSION = 1
-
-
-def file_sha256(path: str | Path) -> str:
-    """The sha256 of a file's bytes, read in 1 MiB blocks (files larger than memory)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class FrameDataset(InMemoryDataset):
@@ -173,60 +162,14 @@ class FrameDataset(InMemoryDataset):
         """Sorted atomic numbers present in the dataset."""
         return sorted(torch.unique(self._data.z).tolist())
 
+    def labels_only(self) -> FrameDataset:
+        """The frames for passes that need no edges (as :meth:`StreamedFrameDataset.labels_only`):
+        in memory the graphs are already built, so this is the dataset itself."""
+        return self
+
     def split(self, fractions: Sequence[float] = (0.9, 0.1), seed: int = 0) -> list[FrameDataset]:
         """Random disjoint subsets with the given fractions (reproducible for a seed)."""
         return [self[idx] for idx in split_indices(len(self), fractions, seed)]
-
-
-def split_indices(n: int, fractions: Sequence[float] = (0.9, 0.1), seed: int = 0) -> list[torch.Tensor]:
-    """Partition ``range(n)`` at random into parts of the given fractions.
-
-    Fractions must be positive and sum to 1 (within 1e-6). Part sizes are rounded
-    so they add up to ``n``; every part except possibly the first gets at least one
-    frame when ``n`` allows. The permutation depends only on ``n`` and ``seed``.
-
-    Returns:
-        One int64 index tensor per fraction.
-    """
-    fractions = [float(f) for f in fractions]
-    if any(f <= 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
-        raise InputError(f"expected positive split fractions summing to 1, found {fractions}")
-    if n < len(fractions):
-        raise InputError(f"expected at least {len(fractions)} frames to split {fractions}, found {n}")
-    sizes = [max(1, round(f * n)) for f in fractions[1:]]
-    sizes.insert(0, n - sum(sizes))
-    if sizes[0] < 1:
-        raise InputError(f"expected enough frames to split {fractions}, found {n}")
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return list(torch.split(perm, sizes))
-
-
-def bootstrap_indices(n: int, seed: int) -> torch.Tensor:
-    """A bootstrap resample of ``range(n)``: n indices drawn with replacement, [n] int64, sorted.
-
-    Depends only on ``n`` and ``seed`` (an explicit generator; the global RNG is untouched).
-    About 63 % of the frames appear, some several times.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randint(n, (n,), generator=generator).sort().values
-
-
-def load_datasets(
-    config: Config, elements: Sequence[int] | None = None, periodic: bool = False
-) -> tuple[FrameDataset, FrameDataset]:
-    """Training and validation graphs of a run: separate files, or a seeded random split.
-
-    ``elements``/``periodic`` (evaluating a trained model) refuse frames the model cannot know.
-    """
-    d = config.data
-    opts = {"root": d.cache_dir, "format": d.format, "length_unit": d.length_unit, "energy_unit": d.energy_unit,
-            "energy_key": d.energy_key, "forces_key": d.forces_key, "stress_key": d.stress_key,
-            "elements": elements, "periodic": periodic}
-    full = FrameDataset(list(d.paths), config.model.cutoff, **opts)
-    if d.val_paths:
-        return full, FrameDataset(list(d.val_paths), config.model.cutoff, **opts)
-    train, val = full.split((1.0 - d.val_fraction, d.val_fraction), seed=d.split_seed)
-    return train, val
 
 
 def check_frames(frames: Sequence[Atoms]) -> None:
