@@ -121,9 +121,16 @@ def _final_phase_began(stored: Config, config: Config, given: Collection[str] | 
     return bool(loop.get("final_phase", False)) or in_final_phase(tc, progress)
 
 
-def _training_frames(config: Config, datasets) -> tuple[FrameDataset, FrameDataset]:
-    """``(train, val)``: given, or read; the training part bootstrap-resampled when asked."""
+def _training_frames(config: Config, datasets, ctx: distributed.Context) -> tuple[FrameDataset, FrameDataset]:
+    """``(train, val)``: given, or read; the training part bootstrap-resampled when asked.
+
+    Under ``torchrun`` rank 0 reads first and the others then find its frame store (or graph
+    cache) complete, instead of every rank converting the same files."""
+    if datasets is None and ctx.distributed and not ctx.is_main:
+        torch.distributed.barrier()
     train_set, val_set = datasets if datasets is not None else load_datasets(config)
+    if datasets is None and ctx.distributed and ctx.is_main:
+        torch.distributed.barrier()
     if config.committee.bootstrap:
         train_set = train_set[bootstrap_indices(len(train_set), config.train.seed)]
         log.info("bootstrap resample (seed %d): %d frames, %d distinct", config.train.seed, len(train_set),
@@ -186,7 +193,7 @@ def fit_model(config: Config, out: Path, *, saved: dict[str, Any] | None = None,
     ctx = distributed.setup(resolve_device(tc.device))
     device = distributed.device_for(ctx, resolve_device(tc.device))
     torch.manual_seed(tc.seed)
-    train_set, val_set = _training_frames(config, datasets)
+    train_set, val_set = _training_frames(config, datasets, ctx)
     training, state = set_up(config, train_set, device, saved)
     # One sampler for one process or many: the shuffle depends only on seed and epoch, so W
     # processes see the same global batches as one, and a resumed run the same as an unbroken one.

@@ -39,3 +39,21 @@ def test_two_processes_match_one(bundled_n2p2, tmp_path):
     # rank 0 alone writes: one set of TensorBoard events, no stray temporary files
     assert len(list((tmp_path / "two").glob("events.out.tfevents.*"))) == 1
     assert sorted(p.name for p in (tmp_path / "two").glob("*.pt")) == ["best.pt", "last.pt"]
+
+
+def test_two_processes_streaming_from_a_store_match_one_in_memory(bundled_n2p2, tmp_path):
+    """Each rank reads its shard of the on-disk store (rank 0 converts it, the other waits) and
+    builds its graphs in a DataLoader worker: the weights equal one process's in-memory run."""
+    pytest.importorskip("torch.distributed")
+    if not torch.distributed.is_gloo_available():
+        pytest.skip("gloo backend not available")
+    run([sys.executable, "-m", "pbcgnn.cli", *ARGS, str(bundled_n2p2), "--out", str(tmp_path / "one"),
+         "--storage", "memory"])
+    run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "pbcgnn.cli", *ARGS, str(bundled_n2p2), "--out", str(tmp_path / "two"), "--storage", "disk",
+         "--workers", "1", "--cache-dir", str(tmp_path / "cache")])
+    one = read_checkpoint(tmp_path / "one" / "last.pt")["train_state"]["model"]
+    two = read_checkpoint(tmp_path / "two" / "last.pt")["train_state"]["model"]
+    for key, w in one.items():
+        torch.testing.assert_close(two[key], w, rtol=1e-9, atol=1e-11, msg=key)
+    assert [p.name.split("-")[0] for p in (tmp_path / "cache").iterdir()] == ["store"]  # one store, no leftovers
