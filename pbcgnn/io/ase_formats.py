@@ -9,7 +9,8 @@ Labels: which columns hold the energy, forces and stress is decided by :mod:`pbc
 are named in one WARNING per file. A key used as a label is removed from ``info``/``arrays`` so
 no unconverted copy stays behind. A ``weight`` in ``info`` must be a finite number >= 0.
 
-(Ext)XYZ text, compressed or not, is checked by :mod:`pbcgnn.io.xyz_text` before ASE parses it.
+(Ext)XYZ text, compressed or not, is checked by :mod:`pbcgnn.io.xyz_text` one frame at a time, and
+ASE parses each checked frame alone, so a file of any length is read in bounded memory.
 """
 from __future__ import annotations
 

@@ -266,6 +266,7 @@ def iter_n2p2(
 
 
 def _iter_frames(p: Path, parser: _Parser, factors: tuple[float, float, float]) -> Iterator[Atoms]:
+    """Feed the file line by line; convert and check each frame as its ``end`` completes it."""
     name = parser.path
     for lineno, data in enumerate(iter_lines(p), 1):
         raw = decode(data, name, first_line=lineno)
