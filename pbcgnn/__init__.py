@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "InputError": "pbcgnn.errors",
+    "iter_frames": "pbcgnn.io",
     "read_frames": "pbcgnn.io",
     "write_frames": "pbcgnn.io",
     "neighbor_list": "pbcgnn.neighbors",
@@ -62,6 +63,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs only
     from .dataset import FrameDataset
     from .errors import InputError
     from .graph import PeriodicInteractionGraph, atoms_to_graph
-    from .io import read_frames, write_frames
+    from .io import iter_frames, read_frames, write_frames
     from .model import SchNet, compute_properties
     from .neighbors import neighbor_list, radius_graph_pbc

@@ -1,6 +1,7 @@
-"""Frame I/O: read_frames/write_frames dispatch by format; shared checks on every frame read.
+"""Frame I/O: iter_frames/read_frames/write_frames dispatch by format; shared checks on every frame read.
 
-Every reader returns a list of ``ase.Atoms`` in eV and Angstrom: positions and cell in
+Every reader yields ``ase.Atoms`` in eV and Angstrom, one frame at a time (:func:`iter_frames`,
+bounded memory) or as a list (:func:`read_frames`): positions and cell in
 Angstrom, ``atoms.calc`` a ``SinglePointCalculator`` holding ``energy`` in eV and (when the frame
 has them) ``forces`` in eV/Angstrom, and ``atoms.info`` with ``has_forces`` (bool), ``source``
 (``"path:line"`` or ``"path: frame K"``), ``source_path`` (str) and ``source_frame`` (0-based).
@@ -14,22 +15,22 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import ase.io.formats  # ase's format table: what it writes, and whether a format holds one frame only
 from ase import Atoms
 
 from ..errors import InputError
-from .ase_formats import read_ase, write_ase
+from .ase_formats import iter_ase, write_ase
 from .checks import check_path, validate_frames
 from .compression import iter_lines, strip_compression
 from .labels import LabelKeys
-from .n2p2 import read_n2p2, write_n2p2
+from .n2p2 import iter_n2p2, write_n2p2
 from .tokens import BOM
 
-__all__ = ["LabelKeys", "check_path", "detect_format", "read_frames", "validate_frames", "write_format",
-           "write_frames"]
+__all__ = ["LabelKeys", "check_path", "detect_format", "iter_frames", "read_frames", "validate_frames",
+           "write_format", "write_frames"]
 
 #: Format names that mean the n2p2/RuNNer reader. ASE 3.29's own ``runnerdata`` reader converts
 #: with ASE's CODATA 2014 constants, so pbcgnn routes that name to its own reader too.
@@ -55,6 +56,45 @@ def detect_format(path: str | os.PathLike) -> str:
     return "ase"
 
 
+def iter_frames(
+    path: str | os.PathLike,
+    format: str | None = None,
+    length_unit: str | None = None,
+    energy_unit: str | None = None,
+    require_energy: bool = True,
+    energy_key: str | None = None,
+    forces_key: str | None = None,
+    stress_key: str | None = None,
+) -> Iterator[Atoms]:
+    """The frames of ``path`` one at a time, converted to eV and Angstrom: files larger than memory.
+
+    Yields exactly the frames :func:`read_frames` returns. The path, format, units and label
+    keys are checked at the call; the file is then read as the iteration goes, about one frame
+    in memory at a time (n2p2 and (ext)XYZ, compressed or not; other ``ase.io`` formats as
+    lazily as ``ase.io.iread`` reads them). Each frame passes every check before it is yielded;
+    the end-of-file checks (a truncated last frame, no frames at all, a named label column never
+    found) raise, and the warning about unread look-alike columns is logged, when the iteration
+    reaches the end of the file. Arguments as for :func:`read_frames`.
+
+    Raises:
+        InputError: the file is missing, empty or malformed, or a value is not physical; a
+            problem in frame K is raised when the iteration reaches frame K.
+    """
+    check_path(path)
+    fmt = "auto" if format is None else format.lower()
+    if fmt == "auto":
+        fmt = detect_format(path)
+    keys = LabelKeys(energy_key, forces_key, stress_key)
+    if fmt in N2P2_NAMES:
+        if keys.given():
+            named = ", ".join(f"--{what}-key {key}" for what, key in keys.given().items())
+            raise InputError(f"expected no label keys for n2p2 data (its columns are fixed), found {named}",
+                             path=path)
+        return iter_n2p2(path, length_unit or "bohr", energy_unit or "hartree", require_energy)
+    return iter_ase(path, None if fmt == "ase" else format, length_unit or "angstrom", energy_unit or "ev",
+                    require_energy, keys)
+
+
 def read_frames(
     path: str | os.PathLike,
     format: str | None = None,
@@ -65,7 +105,7 @@ def read_frames(
     forces_key: str | None = None,
     stress_key: str | None = None,
 ) -> list[Atoms]:
-    """Read every frame of ``path`` and convert it to eV and Angstrom.
+    """Read every frame of ``path`` and convert it to eV and Angstrom: ``list(iter_frames(...))``.
 
     Compressed files (``.gz``, ``.bz2``, ``.xz``) are read by the same pbcgnn readers.
 
@@ -88,19 +128,8 @@ def read_frames(
     Raises:
         InputError: the file is missing, empty or malformed, or a value is not physical.
     """
-    check_path(path)
-    fmt = "auto" if format is None else format.lower()
-    if fmt == "auto":
-        fmt = detect_format(path)
-    keys = LabelKeys(energy_key, forces_key, stress_key)
-    if fmt in N2P2_NAMES:
-        if keys.given():
-            named = ", ".join(f"--{what}-key {key}" for what, key in keys.given().items())
-            raise InputError(f"expected no label keys for n2p2 data (its columns are fixed), found {named}",
-                             path=path)
-        return read_n2p2(path, length_unit or "bohr", energy_unit or "hartree", require_energy)
-    return read_ase(path, None if fmt == "ase" else format, length_unit or "angstrom", energy_unit or "ev",
-                    require_energy, keys)
+    return list(iter_frames(path, format, length_unit, energy_unit, require_energy, energy_key, forces_key,
+                            stress_key))
 
 
 def write_format(path: str | os.PathLike, format: str | None = None, n_frames: int | None = None) -> str:

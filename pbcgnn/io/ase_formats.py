@@ -9,14 +9,15 @@ Labels: which columns hold the energy, forces and stress is decided by :mod:`pbc
 are named in one WARNING per file. A key used as a label is removed from ``info``/``arrays`` so
 no unconverted copy stays behind. A ``weight`` in ``info`` must be a finite number >= 0.
 
-(Ext)XYZ text, compressed or not, is checked by :mod:`pbcgnn.io.xyz_text` before ASE parses it.
+(Ext)XYZ text, compressed or not, is checked by :mod:`pbcgnn.io.xyz_text` one frame at a time, and
+ASE parses each checked frame alone, so a file of any length is read in bounded memory.
 """
 from __future__ import annotations
 
 import io
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import ase.io
@@ -28,13 +29,13 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from ..errors import InputError
 from ..units import energy_factor, length_factor
-from .checks import KNOWN_SYMBOLS, check_path, validate_frames
-from .compression import read_bytes
+from .checks import KNOWN_SYMBOLS, check_path, validate_frame
+from .compression import iter_lines
 from .labels import LabelKeys, Labels, take_labels, unread_message
 from .tokens import decode
-from .xyz_text import check_xyz_text
+from .xyz_text import iter_xyz_frames
 
-__all__ = ["read_ase", "write_ase", "write_extxyz"]
+__all__ = ["iter_ase", "read_ase", "write_ase", "write_extxyz"]
 
 log = logging.getLogger(__name__)
 
@@ -98,50 +99,77 @@ def _convert(atoms: Atoms, k: int, path: str, lf: float, ef: float, keys: LabelK
     return out, labels
 
 
-def _xyz_stream(name: str) -> io.StringIO:
-    """The (decompressed) text of an (ext)XYZ file, checked line by line (:mod:`.xyz_text`)."""
-    text = decode(read_bytes(name), name)
-    lines = text.split("\n")
-    if lines and not lines[-1]:
-        lines.pop()  # the newline ending the last line
-    check_xyz_text(lines, name)
-    return io.StringIO(text)
+def _xyz_frames(name: str, fmt: str) -> Iterator[Atoms]:
+    """ASE's frames of an (ext)XYZ file, compressed or not, parsed one checked frame at a time.
+
+    Each frame's text passes :mod:`.xyz_text` before ASE parses it alone: ASE's own reader
+    would index the whole file before its first frame.
+    """
+    lines = (decode(data, name, first_line=i) for i, data in enumerate(iter_lines(name), 1))
+    for frame in iter_xyz_frames(lines, name):
+        yield from ase.io.iread(io.StringIO(frame.text), index=":", format=fmt, do_not_split_by_at_sign=True)
 
 
-def _read_labelled(name: str, fmt: str, lf: float, ef: float, keys: LabelKeys) -> list[Atoms]:
-    """Frames with labels taken and converted; warns once about look-alike columns left unread."""
-    source = _xyz_stream(name) if fmt in ("xyz", "extxyz") else name
-    frames: list[Atoms] = []
+def _no_energy(keys: LabelKeys, seen: bool) -> str:
+    """What a frame without an energy lacks; a named column no frame so far had is named as such."""
+    if keys.energy is not None and not seen:  # most likely a misspelt --energy-key
+        return f"expected a column {keys.energy!r} (--energy-key), found none in this frame or any before it"
+    return f"expected an energy (one of {', '.join(keys.candidates('energy'))}), found none"
+
+
+def _iter_labelled(name: str, fmt: str, lf: float, ef: float, keys: LabelKeys,
+                   require_energy: bool) -> Iterator[Atoms]:
+    """Frames with labels taken, converted and checked, one at a time; at the end, the checks of the
+    whole file (some frame, every named column found) and one warning about look-alike columns left unread."""
+    if fmt in ("xyz", "extxyz"):
+        raw = _xyz_frames(name, fmt)
+    else:  # as lazily as ase.io reads the format
+        raw = ase.io.iread(name, index=":", format=fmt, do_not_split_by_at_sign=True)
     unread: set[str] = set()
     sources: dict[str, set[str]] = {}
-    try:
-        for atoms in ase.io.iread(source, index=":", format=fmt, do_not_split_by_at_sign=True):
-            frame, labels = _convert(atoms, len(frames), name, lf, ef, keys)
-            frames.append(frame)
-            unread |= labels.unread
-            for what, column in labels.sources.items():
-                sources.setdefault(what, set()).add(column)
-    except InputError:
-        raise
-    except _ASE_ERRORS as err:
-        raise InputError(_describe(err), path=name, frame=len(frames)) from None
+    k = 0
+    while True:
+        try:
+            atoms = next(raw, None)
+            if atoms is None:
+                break
+            frame, labels = _convert(atoms, k, name, lf, ef, keys)
+        except InputError:
+            raise
+        except _ASE_ERRORS as err:
+            raise InputError(_describe(err), path=name, frame=k) from None
+        for what, column in labels.sources.items():
+            sources.setdefault(what, set()).add(column)
+        if require_energy and "energy" not in frame.calc.results:
+            raise InputError(_no_energy(keys, "energy" in sources), path=name, frame=k)
+        validate_frame(frame, name, k)
+        unread |= labels.unread
+        yield frame
+        k += 1
+    if not k:
+        raise InputError("no frames found", path=name)
     for what, key in keys.given().items():
-        if frames and what not in sources:
+        if what not in sources:
             raise InputError(f"expected a column {key!r} (--{what}-key) in some frame, found none", path=name)
     if unread:
         log.warning(unread_message(name, unread, sources))
-    return frames
 
 
-def read_ase(
+def iter_ase(
     path: str | os.PathLike,
     format: str | None = None,
     length_unit: str = "angstrom",
     energy_unit: str = "ev",
     require_energy: bool = True,
     keys: LabelKeys | None = None,
-) -> list[Atoms]:
-    """Read every frame of a file ``ase.io`` understands (extended XYZ by default).
+) -> Iterator[Atoms]:
+    """The frames of a file ``ase.io`` understands (extended XYZ by default), one at a time.
+
+    The path, units and format are checked at the call; frames are read as the iteration goes
+    (one in memory at a time for (ext)XYZ; other formats as lazily as ``ase.io.iread`` reads
+    them), each checked before it is yielded; the end-of-file checks (no frames, a named label
+    column never found) run, and the warning about unread look-alike columns is logged, when
+    the iteration reaches the end.
 
     (Ext)XYZ text, compressed or not (``.gz``, ``.bz2``, ``.xz``), is decompressed and checked
     by pbcgnn (:mod:`pbcgnn.io.xyz_text`: same numbers, symbols and BOM rule as the n2p2
@@ -156,7 +184,7 @@ def read_ase(
         require_energy: raise when a frame has no energy.
         keys: the label columns (:class:`pbcgnn.io.labels.LabelKeys`; None: the usual names).
 
-    Returns:
+    Yields:
         Frames in Angstrom, eV and eV/Angstrom with ``pbc`` as the file says, a
         ``SinglePointCalculator`` (energy, and forces/stress when present), and ``atoms.info``
         ``has_forces``, ``source`` (``"path: frame K"``), ``source_path``, ``source_frame``;
@@ -171,7 +199,7 @@ def read_ase(
     lf, ef = length_factor(length_unit), energy_factor(energy_unit)
     if format is not None and format not in ioformats:
         raise InputError(f"expected an ase.io format name, found {format!r}", path=name)
-    if not read_bytes(name).strip():
+    if not any(line.strip() for line in iter_lines(name)):  # stops at the first non-blank line
         raise InputError("no frames found", path=name)
     try:
         fmt = format or filetype(name, read=True)
@@ -180,16 +208,19 @@ def read_ase(
                          path=name) from None
     if fmt == "runnerdata":  # CODATA 2014 and its own unit conversion: never through ASE
         raise InputError("expected --format n2p2 for RuNNer/n2p2 data, found ASE's runnerdata", path=name)
-    frames = _read_labelled(name, fmt, lf, ef, keys)
-    if not frames:
-        raise InputError("no frames found", path=name)
-    if require_energy:
-        wanted = ", ".join(keys.candidates("energy"))
-        for k, atoms in enumerate(frames):
-            if "energy" not in atoms.calc.results:
-                raise InputError(f"expected an energy (one of {wanted}), found none", path=name, frame=k)
-    validate_frames(frames, name)
-    return frames
+    return _iter_labelled(name, fmt, lf, ef, keys, require_energy)
+
+
+def read_ase(
+    path: str | os.PathLike,
+    format: str | None = None,
+    length_unit: str = "angstrom",
+    energy_unit: str = "ev",
+    require_energy: bool = True,
+    keys: LabelKeys | None = None,
+) -> list[Atoms]:
+    """Every frame of a file ``ase.io`` understands: ``list(iter_ase(...))``, see :func:`iter_ase`."""
+    return list(iter_ase(path, format, length_unit, energy_unit, require_energy, keys))
 
 
 def _to_units(atoms: Atoms, lf: float, ef: float) -> Atoms:

@@ -13,7 +13,7 @@ from ase.data import chemical_symbols
 from ..errors import InputError
 
 __all__ = ["KNOWN_SYMBOLS", "MIN_CELL_VOLUME", "check_path", "cell_problem", "check_supported", "nonfinite_problem",
-           "validate_frames"]
+           "validate_frame", "validate_frames"]
 
 #: Element symbols a frame may contain (ASE's table without the dummy ``"X"``).
 KNOWN_SYMBOLS: frozenset[str] = frozenset(chemical_symbols[1:])
@@ -127,9 +127,20 @@ def validate_frames(frames: Sequence[Atoms], path: str | os.PathLike) -> None:
     if len(frames) == 0:
         raise InputError("no frames found", path=path)
     for k, atoms in enumerate(frames):
-        problem = _frame_problem(atoms)
-        if problem is not None:
-            raise InputError(problem, **_location(atoms, path, k))
+        validate_frame(atoms, path, k)
+
+
+def validate_frame(atoms: Atoms, path: str | os.PathLike, k: int) -> None:
+    """Check one frame as :func:`validate_frames` does (all but the frame count).
+
+    Args:
+        atoms: the frame, in eV and Angstrom.
+        path: the file it came from (used when the frame carries no source).
+        k: its 0-based index in the file (used when the frame carries no source).
+    """
+    problem = _frame_problem(atoms)
+    if problem is not None:
+        raise InputError(problem, **_location(atoms, path, k))
 
 
 def _frame_problem(atoms: Atoms) -> str | None:

@@ -22,6 +22,7 @@ lattice is given. A frame whose atom lines all have 7 columns has no forces
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -32,11 +33,11 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from ..errors import InputError
 from ..units import energy_factor, length_factor
-from .checks import cell_problem, check_path, validate_frames
+from .checks import cell_problem, check_path, validate_frame
 from .compression import iter_lines
 from .tokens import decode, is_symbol, parse_number
 
-__all__ = ["read_n2p2", "write_n2p2"]
+__all__ = ["iter_n2p2", "read_n2p2", "write_n2p2"]
 
 _KEYWORDS = ("begin", "comment", "lattice", "atom", "energy", "charge", "end")
 _ATOM_COLUMNS = ("x", "y", "z", "element", "charge", "n", "fx", "fy", "fz")
@@ -72,7 +73,7 @@ class _Parser:
         self.lf = length_factor_
         self.require_energy = require_energy
         self.block: _Block | None = None
-        self.blocks: list[_Block] = []
+        self.count = 0  # frames completed
         self.line = 0
 
     def error(self, message: str, line: int | None = None) -> InputError:
@@ -86,10 +87,11 @@ class _Parser:
             raise self.error(f"expected a finite number for {what}, found {token!r}")
         return value
 
-    def feed(self, line: int, fields: list[str], raw: str) -> None:
+    def feed(self, line: int, fields: list[str], raw: str) -> _Block | None:
+        """Take one line; returns the frame its ``end`` completes, else None."""
         self.line = line
         if not fields:
-            return
+            return None
         key, b = fields[0], self.block
         if key == "begin":
             if b is not None:
@@ -98,7 +100,7 @@ class _Parser:
                 )
             self.expect_alone(fields)
             self.block = _Block(begin=line)
-            return
+            return None
         if b is None:
             raise self.error(f"expected 'begin', found {key!r}")
         if 0 < len(b.lattice) < 3 and key != "lattice":
@@ -108,8 +110,11 @@ class _Parser:
             )
         if key not in _KEYWORDS:
             raise self.error(f"expected one of {', '.join(_KEYWORDS)}; found {key!r}")
+        if key == "end":
+            return self.on_end(b, fields)
         handler = "scalar" if key in ("energy", "charge") else key
         getattr(self, f"on_{handler}")(b, fields, raw)
+        return None
 
     def expect_alone(self, fields: list[str]) -> None:
         if len(fields) != 1:
@@ -173,7 +178,7 @@ class _Parser:
             raise self.error(f"expected {key!r} followed by one number, found {n} columns")
         b.scalars[key] = (self.number(fields[1], key), self.line)
 
-    def on_end(self, b: _Block, fields: list[str], raw: str) -> None:
+    def on_end(self, b: _Block, fields: list[str]) -> _Block:
         self.expect_alone(fields)
         if not b.symbols:
             raise self.error(
@@ -184,18 +189,19 @@ class _Parser:
             raise self.error(
                 f"expected an 'energy' line in the frame starting at line {b.begin}, found none"
             )
-        self.blocks.append(b)
         self.block = None
+        self.count += 1
+        return b
 
-    def finish(self) -> list[_Block]:
+    def finish(self) -> None:
+        """The end-of-file checks: no truncated last frame, at least one frame."""
         if self.block is not None:
             raise self.error(
                 f"frame starting at line {self.block.begin} is truncated: "
                 "expected 'end', found end of file"
             )
-        if not self.blocks:
+        if not self.count:
             raise InputError("no frames found", path=self.path)
-        return self.blocks
 
 
 def _to_atoms(b: _Block, k: int, path: str, factors: tuple[float, float, float]) -> Atoms:
@@ -225,13 +231,17 @@ def _to_atoms(b: _Block, k: int, path: str, factors: tuple[float, float, float])
     return atoms
 
 
-def read_n2p2(
+def iter_n2p2(
     path: str | os.PathLike,
     length_unit: str = "bohr",
     energy_unit: str = "hartree",
     require_energy: bool = True,
-) -> list[Atoms]:
-    """Read every frame of an n2p2/RuNNer ``input.data`` file.
+) -> Iterator[Atoms]:
+    """The frames of an n2p2/RuNNer ``input.data`` file, one at a time, each checked before it is yielded.
+
+    The path and units are checked at the call; the file is read as the iteration goes, one
+    frame in memory at a time, and the end-of-file checks (truncated last frame, no frames)
+    run when the iteration reaches the end.
 
     Args:
         path: the file.
@@ -240,7 +250,7 @@ def read_n2p2(
             ``energy_unit / length_unit``.
         require_energy: raise when a frame has no ``energy`` line.
 
-    Returns:
+    Yields:
         Frames in Angstrom, eV and eV/Angstrom. ``atoms.info``: ``has_forces``, ``source``
         (``"path:line"`` of ``begin``), ``source_path``, ``source_frame`` (0-based),
         ``source_line`` (1-based), ``comment`` (list of str), ``charge`` (total, e).
@@ -251,15 +261,31 @@ def read_n2p2(
             unknown element, singular cell, missing ``end``/``energy`` or truncated frame.
     """
     p = check_path(path)
-    name = os.fspath(path)
     factors = _factors(length_unit, energy_unit)
-    parser = _Parser(name, factors[0], require_energy)
+    return _iter_frames(p, _Parser(os.fspath(path), factors[0], require_energy), factors)
+
+
+def _iter_frames(p: Path, parser: _Parser, factors: tuple[float, float, float]) -> Iterator[Atoms]:
+    """Feed the file line by line; convert and check each frame as its ``end`` completes it."""
+    name = parser.path
     for lineno, data in enumerate(iter_lines(p), 1):
         raw = decode(data, name, first_line=lineno)
-        parser.feed(lineno, raw.split(), raw)
-    frames = [_to_atoms(b, k, name, factors) for k, b in enumerate(parser.finish())]
-    validate_frames(frames, name)
-    return frames
+        block = parser.feed(lineno, raw.split(), raw)
+        if block is not None:
+            atoms = _to_atoms(block, parser.count - 1, name, factors)
+            validate_frame(atoms, name, parser.count - 1)
+            yield atoms
+    parser.finish()
+
+
+def read_n2p2(
+    path: str | os.PathLike,
+    length_unit: str = "bohr",
+    energy_unit: str = "hartree",
+    require_energy: bool = True,
+) -> list[Atoms]:
+    """Every frame of an n2p2/RuNNer ``input.data`` file: ``list(iter_n2p2(...))``, see :func:`iter_n2p2`."""
+    return list(iter_n2p2(path, length_unit, energy_unit, require_energy))
 
 
 def _from_ev(values: np.ndarray | float, factor: float) -> np.ndarray:

@@ -8,65 +8,132 @@ and ignores columns beyond ``Properties``. This module names the line and frame 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 from ase.io.extxyz import UNPROCESSED_KEYS, parse_properties
 
 from ..errors import InputError
 from .tokens import is_integer, is_symbol, parse_number
 
-__all__ = ["check_xyz_text"]
+__all__ = ["XyzFrame", "check_xyz_text", "iter_xyz_frames"]
 
 #: Properties when the comment line has none (ASE's default).
 _DEFAULT_PROPERTIES = "species:S:1:pos:R:3"
 _QUOTES = {"'": "'", '"': '"', "{": "}", "[": "]"}
 
 
+@dataclass(frozen=True)
+class XyzFrame:
+    """One checked frame of an (ext)XYZ file, as its text stands in the file.
+
+    Attributes:
+        index: 0-based frame index.
+        line: 1-based line of the frame's atom count.
+        text: the frame's lines (count, comment, atoms, ``VEC`` lines), newlines kept.
+    """
+
+    index: int
+    line: int
+    text: str
+
+
+class _Lines:
+    """Lines of a file with a running line number and one line of look-ahead."""
+
+    def __init__(self, lines: Iterable[str]) -> None:
+        self._lines = iter(lines)
+        self._held: str | None = None
+        self.count = 0  # lines taken so far: at end of file, the file's line count
+
+    def take(self) -> str | None:
+        """The next line (newline kept), or None at end of file."""
+        raw, self._held = self._held, None
+        if raw is None:
+            raw = next(self._lines, None)
+        if raw is not None:
+            self.count += 1
+        return raw
+
+    def put_back(self, raw: str) -> None:
+        self._held = raw
+        self.count -= 1
+
+
+def iter_xyz_frames(lines: Iterable[str], path: str) -> Iterator[XyzFrame]:
+    """Split (ext)XYZ text into frames, checking each one before it is yielded.
+
+    Holds one frame's lines at a time, so a file of any length is checked in bounded memory.
+
+    Args:
+        lines: the decoded lines of the file in order, newlines kept (``XyzFrame.text`` joins them).
+        path: the file, for messages.
+
+    Raises:
+        InputError: naming the line and frame of the first problem, when iteration reaches it.
+    """
+    src = _Lines(lines)
+    k = 0
+    while (raw := src.take()) is not None:
+        start = src.count
+        head = raw.split()
+        if not head:
+            while (rest := src.take()) is not None:  # blank lines may only end the file
+                if rest.strip():
+                    raise InputError(f"expected the atom count of frame {k}, found a blank line "
+                                     "followed by more data", path=path, line=start, frame=k)
+            return
+        if len(head) != 1 or not is_integer(head[0]) or head[0][0] in "+-":
+            hint = f" (does the atom count of frame {k - 1} match its atom lines?)" if k else ""
+            raise InputError(f"expected the atom count of frame {k}, found {raw.strip()!r}" + hint,
+                             path=path, line=start, frame=k)
+        natoms = int(head[0])
+        comment = src.take()
+        atoms = _take_atom_lines(src, natoms, path, start, k)
+        vecs = []
+        while (extra := src.take()) is not None and extra.lstrip().startswith("VEC"):  # extxyz cell lines
+            vecs.append(extra)
+        if extra is not None:
+            src.put_back(extra)
+        columns = _columns(comment or "", bool(vecs), path, start + 1, k)
+        for j, text in enumerate(atoms, start + 2):
+            _check_atom_line(text, columns, path, j, k)
+        yield XyzFrame(k, start, "".join([raw, *([comment] if comment is not None else []), *atoms, *vecs]))
+        k += 1
+
+
 def check_xyz_text(lines: list[str], path: str) -> None:
-    """Check every frame of an (ext)XYZ file given as lines (without newlines).
+    """Check every frame of an (ext)XYZ file given as lines (without newlines); see :func:`iter_xyz_frames`.
 
     Raises:
         InputError: naming the line and frame of the first problem.
     """
-    i, k, n = 0, 0, len(lines)
-    while i < n:
-        head = lines[i].split()
-        if not head:
-            if any(line.strip() for line in lines[i:]):
-                raise InputError(f"expected the atom count of frame {k}, found a blank line "
-                                 "followed by more data", path=path, line=i + 1, frame=k)
-            return
-        if len(head) != 1 or not is_integer(head[0]) or head[0][0] in "+-":
-            hint = f" (does the atom count of frame {k - 1} match its atom lines?)" if k else ""
-            raise InputError(f"expected the atom count of frame {k}, found {lines[i].strip()!r}"
-                             + hint, path=path, line=i + 1, frame=k)
-        natoms = int(head[0])
-        end = i + 2 + natoms
-        for j in range(i + 2, end):
-            found = _not_an_atom_line(lines, j)
-            if found is not None:
-                raise InputError(
-                    f"expected {natoms} atom lines after the count at line {i + 1}, "
-                    f"found {max(j - i - 2, 0)} followed by {found}",
-                    path=path, line=min(j + 1, n), frame=k)
-        has_vec = end < n and lines[end].lstrip().startswith("VEC")
-        comment = lines[i + 1] if i + 1 < n else ""
-        columns = _columns(comment, has_vec, path, i + 2, k)
-        for j in range(i + 2, end):
-            _check_atom_line(lines[j], columns, path, j + 1, k)
-        i, k = end, k + 1
-        while i < n and lines[i].lstrip().startswith("VEC"):  # extxyz VEC1..3 cell lines
-            i += 1
+    for _ in iter_xyz_frames(lines, path):
+        pass
 
 
-def _not_an_atom_line(lines: list[str], j: int) -> str | None:
-    """What stands at line index ``j`` where an atom line is expected, or None if plausible."""
-    if j >= len(lines):
+def _take_atom_lines(src: _Lines, natoms: int, path: str, start: int, k: int) -> list[str]:
+    """The ``natoms`` lines after the comment line; an error where one is plainly no atom line."""
+    atoms = []
+    for a in range(natoms):
+        raw = src.take()
+        found = _not_an_atom_line(raw)
+        if found is not None:  # at end of file, src.count is the file's last line
+            raise InputError(f"expected {natoms} atom lines after the count at line {start}, "
+                             f"found {a} followed by {found}", path=path, line=src.count, frame=k)
+        atoms.append(raw)
+    return atoms
+
+
+def _not_an_atom_line(raw: str | None) -> str | None:
+    """What stands where an atom line is expected (None: end of file), or None if plausible."""
+    if raw is None:
         return "end of file"
-    fields = lines[j].split()
+    fields = raw.split()
     if not fields:
         return "a blank line"
     if len(fields) == 1:  # e.g. the next frame's atom count: no atom line has one column
-        return repr(lines[j].strip())
+        return repr(raw.strip())
     return None
 
 
