@@ -38,6 +38,29 @@ def test_committee_checkpoint_holds_distinct_members(committee_run):
     assert {rec["member"] for rec in result.history} == {0, 1, 2}
 
 
+def test_training_fits_the_calibration_on_the_validation_frames(committee_run):
+    """best.pt and last.pt carry a calibration fitted on the 3 validation frames; it is the fit of
+    the committee's raw spread there, and the stored metrics score the calibrated spread."""
+    from pbcgnn.config import Config
+    from pbcgnn.dataset import load_datasets
+    from pbcgnn.evaluation.calibration import calibration_samples, fit_calibration
+
+    result, _ = committee_run
+    model, ckpt = load_checkpoint(result.best)
+    cal = model.calibration
+    assert not cal.is_identity and cal.n_frames == 3 and "validation" in cal.fitted_on
+    assert cal.details["forces"]["form"] == "scale"  # 3 frames: too few to choose a power law
+    _, val = load_datasets(Config.from_dict(ckpt["config"]))
+    pred = predict(model, val)
+    refit = fit_calibration(pred, "again")
+    assert refit.forces.a == pytest.approx(cal.forces.a, rel=1e-9)
+    assert refit.energy.a == pytest.approx(cal.energy.a, rel=1e-9)
+    for q, (err, sigma, _) in calibration_samples(pred, raw=False).items():  # maximum likelihood: <z^2> = 1
+        assert np.mean((err / sigma) ** 2) == pytest.approx(1.0, rel=1e-9), q
+    assert ckpt["metrics"]["calibration_forces_a"] == cal.forces.a
+    assert not load_checkpoint(result.last)[0].calibration.is_identity
+
+
 def test_committee_forward_is_the_member_mean(committee_run, water48_file):
     model, _ = load_checkpoint(committee_run[0].best)
     data = atoms_to_graph(read_frames(water48_file)[0], model.cutoff)
@@ -93,7 +116,16 @@ def test_evaluate_reports_calibration(committee_run, water48_file, tmp_path):
     total = results["total"]
     assert -1.0 <= total["spearman_forces"] <= 1.0 and -1.0 <= total["spearman_energy"] <= 1.0
     assert total["force_spread_mev_per_A"] > 0 and total["calibration_forces"] > 0
-    assert json.loads((tmp_path / "metrics.json").read_text())["total"]["spearman_forces"] == total["spearman_forces"]
+    for q in ("energy", "forces"):
+        assert 0 <= total[f"coverage_1sigma_{q}"] <= total[f"coverage_2sigma_{q}"] <= 1
+        assert 0 <= total[f"miscalibration_area_{q}"] <= 0.5 and np.isfinite(total[f"nll_{q}"])
+    model, _ = load_checkpoint(committee_run[0].best)
+    # the reported spread is the calibrated one: the raw RMS spread times the fitted scale
+    assert total["force_spread_mev_per_A"] == pytest.approx(model.calibration.forces.a
+                                                            * total["force_spread_raw_mev_per_A"], rel=1e-9)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["total"]["spearman_forces"] == total["spearman_forces"]
+    assert saved["calibration"] == model.calibration.to_dict()
     assert (tmp_path / "calibration.png").stat().st_size > 1000
     import ase.io
 
