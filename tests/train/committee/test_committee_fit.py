@@ -153,6 +153,31 @@ def test_select_returns_the_frames_with_the_largest_spread(committee_run, water4
         np.testing.assert_allclose(atoms.positions, pool[k].positions, atol=1e-12)
 
 
+def test_select_ranks_by_the_calibrated_spread(committee_run, water48_file, tmp_path):
+    """With a power law on the force components, the ranking value is the RMS of the calibrated
+    component spreads, computed here from the raw ones; a scale multiplies the raw values."""
+    from pbcgnn.checkpoint import save_checkpoint
+    from pbcgnn.model.calibration import Calibration, PowerLaw
+
+    ckpt = read_checkpoint(committee_run[0].best)
+    raw_path, cal_path = tmp_path / "raw.pt", tmp_path / "cal.pt"
+    save_checkpoint(raw_path, {k: v for k, v in ckpt.items() if k != "calibration"})
+    cal = Calibration(energy=PowerLaw(2.5, 1.0), forces=PowerLaw(0.3, 0.5))
+    save_checkpoint(cal_path, {**ckpt, "calibration": cal.to_dict()})
+    model, _ = load_checkpoint(raw_path)
+    pool = read_frames(water48_file)
+    expected = []
+    for atoms in pool:
+        out = committee_properties(model, atoms_to_graph(atoms, model.cutoff))
+        expected.append(float(np.sqrt(np.mean(0.3**2 * out["forces_std"].numpy()))))  # RMS of 0.3 s^0.5
+    rows = select_frames(cal_path, water48_file, 4, tmp_path / "sel.xyz")
+    assert [r["pool_index"] for r in rows] == np.argsort(expected)[::-1][:4].tolist()
+    np.testing.assert_allclose([r["forces"] for r in rows], np.sort(expected)[::-1][:4], rtol=1e-9)
+    raw_rows = {r["pool_index"]: r for r in select_frames(raw_path, water48_file, 10, tmp_path / "all.xyz")}
+    for r in rows:
+        assert r["energy"] == pytest.approx(2.5 * raw_rows[r["pool_index"]]["energy"], rel=1e-12)
+
+
 def test_select_needs_a_committee(committee_run, water48_file, tmp_path):
     _, out = committee_run
     with pytest.raises(InputError, match="expected a committee checkpoint"):
