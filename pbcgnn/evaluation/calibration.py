@@ -149,8 +149,8 @@ def _held_out_nll(err: np.ndarray, spread: np.ndarray, frame: np.ndarray, fit) -
     for block in np.array_split(np.unique(frame), FOLDS):
         test = np.isin(frame, block)
         law = fit(err[~test], spread[~test])
-        total += gaussian_nll(err[test], law(np.maximum(spread[test], SPREAD_FLOOR))) * test.sum()
-    return total / len(err)
+        total += gaussian_nll(err[test], law(np.maximum(spread[test], SPREAD_FLOOR))) * int(test.sum())
+    return float(total / len(err))  # a plain float: checkpoints hold no numpy scalars
 
 
 def _fit_quantity(err: np.ndarray, spread: np.ndarray, frame: np.ndarray) -> tuple[PowerLaw, dict]:

@@ -64,7 +64,7 @@ def calibration_plot(pred: Predictions, path: str | os.PathLike, bins: int = 10)
         ax.set_ylabel(f"error of the mean ({units[key]})")
         covered = 100 * m[f"coverage_1sigma_{key}"]
         ax.set_title(f"{key}: Spearman {m[f'spearman_{key}']:.2f}, within 1 sigma {covered:.0f} % (ideal 68), "
-                     f"NLL {m[f'nll_{key}']:.2f}", fontsize=10)
+                     f"NLL {m[f'nll_{key}']:.2f}", fontsize=9)
     fig.suptitle(f"{len(pred.natoms)} frames, committee calibration")
     fig.savefig(path, dpi=120)
 

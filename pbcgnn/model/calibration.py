@@ -96,8 +96,8 @@ class Calibration:
         """One line: the laws per quantity, or that the spreads are raw."""
         if self.is_identity:
             return "none (spreads are the members' raw standard deviations)"
-        laws = ", ".join(f"{q} {_law(getattr(self, q), u)}" for q, u in zip(CALIBRATED, ("eV/atom", "eV/A")))
-        return f"{laws} (fitted on {self.n_frames} frames of {self.fitted_on})"
+        laws = ", ".join(f"{q} {_law(getattr(self, q))}" for q in CALIBRATED)
+        return f"{laws} (s in eV/atom and eV/A; fitted on {self.n_frames} frames of {self.fitted_on})"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values for a checkpoint (``torch.load(weights_only=True)`` reads them)."""
@@ -129,8 +129,8 @@ class Calibration:
                    details=details if isinstance(details, dict) else {})
 
 
-def _law(law: PowerLaw, unit: str) -> str:
-    return f"x{law.a:.3g}" if law.b == 1.0 else f"{law.a:.3g} * (s/{unit})^{law.b:.3g}"
+def _law(law: PowerLaw) -> str:
+    return f"{law.a:.3g} s" if law.b == 1.0 else f"{law.a:.3g} s^{law.b:.3g}"
 
 
 def power_law(s: Tensor, a: float, b: float) -> Tensor:

@@ -1,10 +1,12 @@
 """Scores of a spread as a Gaussian uncertainty on hand-made cases, and the fit on synthetic committees."""
 from __future__ import annotations
 
+import io
 import math
 
 import numpy as np
 import pytest
+import torch
 
 from pbcgnn.errors import InputError
 from pbcgnn.evaluation.calibration import (
@@ -106,6 +108,10 @@ def test_fit_calibration_chooses_the_power_law_where_it_predicts_better():
     assert cal.details["forces"]["form"] == "power"
     assert cal.details["forces"]["cv_nll_power"] < cal.details["forces"]["cv_nll_scale"]
     assert cal.forces.b == pytest.approx(0.5, abs=0.05)
+    buffer = io.BytesIO()  # the fit's details are plain values a checkpoint can hold
+    torch.save(cal.to_dict(), buffer)
+    buffer.seek(0)
+    assert Calibration.from_dict(torch.load(buffer, weights_only=True)) == cal
 
 
 def test_recalibrate_applies_the_laws_to_the_raw_spread():
