@@ -66,6 +66,7 @@ def main(verbose: int, quiet: bool) -> None:
 
 # Commands register on the group (their heavy imports stay inside their bodies).
 from .analyze import analyze  # noqa: E402
+from .calibrate import calibrate  # noqa: E402
 from .eval import evaluate  # noqa: E402
 from .export import export  # noqa: E402
 from .inspect import inspect  # noqa: E402
@@ -74,5 +75,5 @@ from .md import md  # noqa: E402
 from .select import select  # noqa: E402
 from .train import train  # noqa: E402
 
-for _command in (train, evaluate, inspect, md, ipi, analyze, select, export):
+for _command in (train, evaluate, calibrate, inspect, md, ipi, analyze, select, export):
     main.add_command(_command)

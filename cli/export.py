@@ -16,7 +16,8 @@ def export(checkpoint: str, out: str, dtype: str) -> None:
 
     Engines (LAMMPS pair_style metatomic, i-PI's metatomic driver, metatomic_ase.MetatomicCalculator,
     TorchSim) compute the neighbour list and take forces and stress by autograd of the energy
-    (eV, Angstrom). A committee exports its mean energy and its members as "energy_ensemble".
+    (eV, Angstrom). A committee exports its mean energy, its members as "energy_ensemble" and
+    its std as "energy_uncertainty", both with its stored calibration applied.
     """
     from pbcgnn.export import export_metatomic
 

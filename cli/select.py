@@ -16,14 +16,15 @@ from .options import data_options
 @click.option("--out-format", type=click.Choice(["n2p2", "extxyz"]), default=None,
               help="Output format [default: from the --out name].")
 @click.option("--by", type=click.Choice(["forces", "max_force", "energy"]), default="forces", show_default=True,
-              help="Spread to rank by: RMS force std, largest atomic force std, or energy std per atom.")
+              help="Calibrated spread to rank by: RMS force std, largest atomic force std, or energy std per atom.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:K.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 def select(checkpoint, pool, fmt, length_unit, energy_unit, n, out, out_format, by, device, batch_size) -> None:
     """Rank the frames of POOL (e.g. an MD trajectory) by the disagreement of the committee
     CHECKPOINT and write the N most informative ones to OUT (query by committee).
 
-    Spreads are standard deviations over the members, in eV/A (forces) or eV/atom (energy).
+    Spreads are the committee's calibrated standard deviations (the members' raw ones for a
+    checkpoint without a calibration; see `pbcgnn calibrate`), in meV/A (forces) or meV/atom (energy).
     """
     from pbcgnn.device import resolve_device
     from pbcgnn.select import select_frames

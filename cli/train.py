@@ -104,7 +104,8 @@ def train(ctx, data, out, resume, progress, **options) -> None:
     With no DATA, trains on the bundled real water sample (16 RPBE-D3 frames).
     With --init-from, fine-tunes a trained checkpoint on DATA (e.g. a higher level of theory;
     frames without forces train on their energy only). With --committee N, trains N models
-    whose spread `pbcgnn eval` calibrates and `pbcgnn select` uses.
+    whose spread, calibrated on the validation frames (refit with `pbcgnn calibrate`), `pbcgnn
+    select`, `eval`, `md`, `ipi` and `export` use.
     """
     from pbcgnn.errors import ensure_writable_dir
     from pbcgnn.train.run import fit
@@ -138,4 +139,10 @@ def train(ctx, data, out, resume, progress, **options) -> None:
     if "spearman_forces" in m:
         click.echo(f"committee spread vs error (Spearman): energy {m['spearman_energy']:.2f}, "
                    f"forces {m['spearman_forces']:.2f}")
+        laws = {q: (m.get(f"calibration_{q}_a", 1.0), m.get(f"calibration_{q}_b", 1.0)) for q in ("energy", "forces")}
+        if all(law == (1.0, 1.0) for law in laws.values()):
+            click.echo("spread calibration: none, raw spreads (too few validation frames; see `pbcgnn calibrate`)")
+        else:
+            said = ", ".join(f"{q} {a:.4g} s^{b:.3g}" for q, (a, b) in laws.items())
+            click.echo(f"spread calibration (fitted on the validation frames; s in eV/atom, eV/A): {said}")
     click.echo(f"wrote {result.best} and {result.last}; TensorBoard: tensorboard --logdir {out}")

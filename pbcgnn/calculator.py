@@ -61,7 +61,10 @@ class PbcgnnCalculator(Calculator):
 
     Committees (a model with ``committee_properties``, e.g. :class:`pbcgnn.model.Committee`):
     energy, forces and stress are the members' means, and ``results`` also holds the spread:
-    ``energy_std`` (eV), ``forces_std`` ([N, 3] eV/Angstrom) and the members' ``energies`` [M].
+    ``energy_std`` (eV) and ``forces_std`` ([N, 3] eV/Angstrom) as calibrated uncertainties
+    (the committee's :class:`pbcgnn.model.calibration.Calibration`, fitted when it was trained or
+    by ``pbcgnn calibrate``; a checkpoint without one gives the raw spread), the members' raw
+    sample std as ``energy_std_raw`` and ``forces_std_raw``, and the members' ``energies`` [M] eV.
 
     Args:
         model: energy model with a ``cutoff`` attribute (Angstrom) and SchNet's
@@ -266,6 +269,8 @@ class PbcgnnCalculator(Calculator):
             stress = out["stress"][0].detach().cpu().numpy().astype(np.float64)  # [3, 3]
             self.results["stress"] = full_3x3_to_voigt_6_stress(stress)  # [6]
         if committee:
-            self.results["energy_std"] = float(out["energy_std"][0])
-            self.results["forces_std"] = out["forces_std"].detach().cpu().numpy().astype(np.float64)
+            for key in ("energy_std", "energy_std_raw"):
+                self.results[key] = float(out[key][0])
+            for key in ("forces_std", "forces_std_raw"):
+                self.results[key] = out[key].detach().cpu().numpy().astype(np.float64)
             self.results["energies"] = out["energies"][:, 0].detach().cpu().numpy().astype(np.float64)

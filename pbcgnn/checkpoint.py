@@ -25,7 +25,9 @@ state dict of a :class:`pbcgnn.model.Committee` (keys ``members.K.*``), and ``me
 lists per member its ``seed``, ``epoch``, ``metrics`` and run folder. ``config`` is the
 committee's (``committee.size`` = N); each member's own folder holds its single-model
 checkpoints. ``train_state`` of a committee's ``last.pt`` only marks it resumable (each member
-resumes from its own ``last.pt``).
+resumes from its own ``last.pt``). ``calibration`` (:meth:`Calibration.to_dict`, plain values)
+maps the members' spread to the reported uncertainty; a committee checkpoint without it (written
+before calibrations existed, or combined by hand) loads with the identity: raw spreads.
 """
 from __future__ import annotations
 
@@ -52,6 +54,7 @@ from . import __version__
 from .config import Config
 from .errors import InputError, OutputError, first_line
 from .model import ARCHITECTURES, EnergyModel
+from .model.calibration import Calibration
 from .model.committee import Committee
 
 __all__ = ["FORMAT_VERSION", "UNITS", "save_checkpoint", "atomic_output", "read_checkpoint", "verify_archive",
@@ -325,8 +328,9 @@ def model_from_checkpoint(
         raise InputError("committee run not finished: no members combined yet (resume it)", path=path)
     if not isinstance(ckpt["model"], dict):
         raise InputError(f"expected the model's weights as a table, found {type(ckpt['model']).__name__}", path=path)
+    calibration = Calibration.from_dict(ckpt.get("calibration"), path) if members else None
     try:
-        model = Committee([build_model(config) for _ in members]) if members else build_model(config)
+        model = Committee([build_model(config) for _ in members], calibration) if members else build_model(config)
         model.load_state_dict(ckpt["model"])
     except (RuntimeError, TypeError, ValueError, KeyError) as err:
         # e.g. "size mismatch for lin1.bias": weights of another architecture than the config says

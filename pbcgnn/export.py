@@ -6,7 +6,8 @@ list at the model's cutoff and takes forces and stress by autograd of the ``"ene
 output through positions and cell. The function is the one :class:`pbcgnn.PbcgnnCalculator`
 evaluates, ``E = sum_i (s y_i + E0[Z_i])`` in eV (the same layers, weights, references and
 scale; sums by ``index_add`` instead of the chunked evaluation path: equal to float rounding).
-A committee exports its mean energy and its members as ``"energy_ensemble"``.
+A committee exports its mean energy, its members as ``"energy_ensemble"`` and its calibrated
+energy std as ``"energy_uncertainty"``, both with the checkpoint's calibration applied.
 
 metatomic is optional (``pip install 'pbcgnn[metatomic]'``) and imported inside the functions.
 """
@@ -45,8 +46,10 @@ def export_metatomic(checkpoint: str | os.PathLike, out: str | os.PathLike, dtyp
     Capabilities: the checkpoint's elements, Angstrom and eV, ``interaction_range`` = cutoff x
     interactions (message passing: what ghost atoms must cover), devices cuda then cpu,
     outputs ``"energy"`` (per system or per atom) and, for a committee, ``"energy_ensemble"``
-    (one property per member). The file is written next to ``out`` and renamed, so a failed
-    export leaves an existing ``out`` intact.
+    (one property per member, moved away from their mean so their std is the calibrated one) and
+    ``"energy_uncertainty"`` (per system: the calibrated std of the energy, eV; the identity
+    calibration of a checkpoint without one gives the members' raw std). The file is written next
+    to ``out`` and renamed, so a failed export leaves an existing ``out`` intact.
 
     Args:
         checkpoint: a pbcgnn checkpoint (``best.pt``), single model or committee.
@@ -74,7 +77,9 @@ def export_metatomic(checkpoint: str | os.PathLike, out: str | os.PathLike, dtyp
     elements = sorted(int(z) for z in ckpt.get("elements") or [])
     if not elements:
         raise InputError("expected the checkpoint to list its training elements, found none", path=checkpoint)
-    atomistic = mta.AtomisticModel(EnergyModel(members).eval(), _metadata(mta, members, ckpt, checkpoint),
+    law = model.calibration.energy if isinstance(model, Committee) else None
+    energy_model = EnergyModel(members, (law.a, law.b) if law is not None else (1.0, 1.0))
+    atomistic = mta.AtomisticModel(energy_model.eval(), _metadata(mta, members, ckpt, checkpoint),
                                    _capabilities(mta, members, elements, dtype))
     torch.jit.script(atomistic)  # a model TorchScript cannot compile is a bug: raise it before writing
     with atomic_output(out, "torch.jit.save") as tmp:
@@ -106,7 +111,10 @@ def _capabilities(mta: Any, members: list[EnergyModel], elements: list[int], dty
     outputs = {"energy": mta.ModelOutput(unit="eV", sample_kind="atom", description="potential energy")}
     if len(members) > 1:
         outputs["energy_ensemble"] = mta.ModelOutput(
-            unit="eV", sample_kind="atom", description=f"energies of the {len(members)} committee members")
+            unit="eV", sample_kind="atom",
+            description=f"energies of the {len(members)} committee members, spread as calibrated")
+        outputs["energy_uncertainty"] = mta.ModelOutput(
+            unit="eV", sample_kind="system", description="calibrated committee std of the energy")
     first = members[0]
     return mta.ModelCapabilities(
         outputs=outputs,

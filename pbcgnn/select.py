@@ -1,4 +1,4 @@
-"""Query by committee: rank a pool of frames by the committee's spread and write the most informative ones."""
+"""Query by committee: rank a pool of frames by a committee's calibrated spread and write the most informative ones."""
 from __future__ import annotations
 
 import logging
@@ -55,9 +55,12 @@ def select_frames(
 ) -> list[dict[str, float]]:
     """Query by committee: write the ``n`` frames of ``pool`` on which the committee disagrees most.
 
-    The frames are written as structures only (labels a pool frame carries, e.g. from the MD
-    run that made it, are dropped: they are not the reference method's), with
-    ``committee_spread`` (the ranking value), ``pool_index`` and an n2p2 ``comment``.
+    Spreads are the committee's calibrated ones (:mod:`pbcgnn.model.calibration`; a power law
+    can reorder frames by their per-frame RMS force spread); a checkpoint without a calibration
+    ranks by the raw spread and says so in a warning. The frames are written as structures only
+    (labels a pool frame carries, e.g. from the MD run that made it, are dropped: they are not the
+    reference method's), with ``committee_spread`` (the ranking value), ``pool_index`` and an
+    n2p2 ``comment``.
 
     Args:
         checkpoint: a committee checkpoint (``pbcgnn train --committee N``).
@@ -81,6 +84,9 @@ def select_frames(
     model, ckpt = load_checkpoint(checkpoint, device=device)
     if not isinstance(model, Committee) or len(model) < 2:
         raise InputError("expected a committee checkpoint (train with --committee N, N >= 2)", path=checkpoint)
+    if model.calibration.is_identity:
+        log.warning("%s has no spread calibration: ranking by the members' raw spread (fit one with "
+                    "`pbcgnn calibrate`)", checkpoint)
     opts = dict(format=format, length_unit=length_unit, energy_unit=energy_unit)
     frames = read_frames(pool, require_energy=False, **opts)
     for k, atoms in enumerate(frames):  # the check of eval and md: a spread on unknown elements means nothing

@@ -7,6 +7,7 @@ import pickle
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -179,3 +180,40 @@ def test_a_broken_config_or_weights_is_one_input_error_naming_the_file(tmp_path,
 def test_a_valid_checkpoint_still_loads(saved):
     model, ckpt = load_checkpoint(saved)
     assert ckpt["elements"] == [1, 8] and model.cutoff == pytest.approx(3.0)
+
+
+def tiny_committee() -> dict:
+    """A valid (untrained) committee checkpoint dict of two members, without a calibration."""
+    config = Config(data=DataConfig(paths=("x.xyz",)), model=TINY)
+    members = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        members.append({**tiny_checkpoint(), "model": ckpt_module.build_model(config).state_dict()})
+    return ckpt_module.combine_checkpoints(config.replace(committee={"size": 2}), members, [Path("m0"), Path("m1")])
+
+
+def test_a_committee_without_a_calibration_loads_with_the_identity(tmp_path):
+    path = tmp_path / "old.pt"
+    save_checkpoint(path, tiny_committee())
+    assert "calibration" not in torch.load(path, weights_only=True)
+    model, _ = load_checkpoint(path)
+    assert model.calibration.is_identity
+
+
+def test_a_calibration_round_trips_through_the_checkpoint(tmp_path):
+    from pbcgnn.model.calibration import Calibration, PowerLaw
+
+    cal = Calibration(energy=PowerLaw(3.9, 1.0), forces=PowerLaw(0.4, 0.75), fitted_on="val", n_frames=12,
+                      details={"energy": {"form": "scale", "cv_nll_scale": -1.5}})
+    path = tmp_path / "calibrated.pt"
+    save_checkpoint(path, {**tiny_committee(), "calibration": cal.to_dict()})
+    model, ckpt = load_checkpoint(path, dtype="float64")
+    assert model.calibration == cal and ckpt["calibration"] == cal.to_dict()
+
+
+def test_a_bad_calibration_is_one_input_error_naming_the_file(tmp_path):
+    path = tmp_path / "bad.pt"
+    save_checkpoint(path, {**tiny_committee(), "calibration": {"forces": {"a": 0.0, "b": 1.0}}})
+    with pytest.raises(InputError, match="expected calibration.forces with positive finite a and b") as info:
+        load_checkpoint(path)
+    assert str(info.value).startswith(f"{path}: ")

@@ -152,6 +152,30 @@ def test_committee_exports_its_mean_and_its_members(box48, committee, committee_
     np.testing.assert_allclose(ensemble, members, rtol=1e-12)
 
 
+def test_committee_exports_its_calibrated_uncertainty_and_ensemble(box48, committee, tmp_path):
+    """energy_uncertainty is n a (s / n)^b of the members' std s; the ensemble keeps its mean and
+    has that std, per system and summed per atom; without a calibration it is the raw std."""
+    from pbcgnn.model.calibration import Calibration, PowerLaw
+
+    ckpt = read_checkpoint(committee)
+    calibrated = tmp_path / "calibrated.pt"
+    save_checkpoint(calibrated, {**ckpt, "calibration": Calibration(energy=PowerLaw(3.0, 0.8)).to_dict()})
+    members = PbcgnnCalculator.from_checkpoint(committee, dtype="float64", tabulate=False)
+    box = box48.copy()
+    box.calc = members
+    box.get_potential_energy()
+    raw = float(np.std(members.results["energies"], ddof=1))
+    expected = 48 * 3.0 * (raw / 48) ** 0.8
+    for path, sigma in ((calibrated, expected), (committee, raw)):
+        calc = _metatomic_calc(export_metatomic(path, tmp_path / f"{path.stem}_mta.pt", dtype="float64"))
+        out = calc.run_model(box48, {"energy_uncertainty": mta.ModelOutput(unit="eV", sample_kind="system"),
+                                     "energy_ensemble": mta.ModelOutput(unit="eV", sample_kind="atom")})
+        assert float(out["energy_uncertainty"].block().values) == pytest.approx(sigma, rel=1e-10)
+        ensemble = out["energy_ensemble"].block().values.detach().numpy().sum(0)  # [M] summed over atoms
+        assert np.std(ensemble, ddof=1) == pytest.approx(sigma, rel=1e-10)
+        assert ensemble.mean() == pytest.approx(np.mean(members.results["energies"]), rel=1e-12)
+
+
 def test_cli_export_float32_by_default_with_capabilities_and_metadata(box48, tmp_path):
     """`pbcgnn export` writes a float32 model; engines see its elements, units, range and references."""
     out = tmp_path / "model.pt"
@@ -165,7 +189,7 @@ def test_cli_export_float32_by_default_with_capabilities_and_metadata(box48, tmp
     # a message passes one cutoff per interaction
     assert caps.interaction_range == pytest.approx(config["num_interactions"] * config["cutoff"])
     assert config["num_interactions"] > 1
-    assert "energy" in caps.outputs and "energy_ensemble" not in caps.outputs
+    assert "energy" in caps.outputs and "energy_ensemble" not in caps.outputs and "energy_uncertainty" not in caps.outputs
     assert caps.outputs["energy"].unit == "eV" and set(caps.supported_devices) == {"cpu", "cuda"}
     (neighbors,) = model.requested_neighbor_lists()
     assert neighbors.cutoff == pytest.approx(6.0) and neighbors.full_list

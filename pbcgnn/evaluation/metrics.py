@@ -15,11 +15,18 @@ Per-frame committee spreads (:func:`frame_spread`), used for calibration and sel
 
 Calibration compares them with the per-frame errors of the committee mean (|dE|/N and the
 per-frame force RMSE) by Spearman rank correlation: does a larger spread mean a larger error?
+and scores the calibrated spread as a Gaussian uncertainty per sample (energy per atom per frame,
+every force component): coverage, miscalibration area and negative log-likelihood
+(:mod:`pbcgnn.evaluation.calibration`).
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
+from ..model.calibration import CALIBRATED, Calibration
+from .calibration import calibration_samples, uncertainty_scores
 from .predict import Predictions
 
 __all__ = ["error_metrics", "prediction_metrics", "frame_spread", "frame_errors", "spearman",
@@ -44,12 +51,12 @@ def error_metrics(pred: Predictions) -> dict[str, float]:
     }
 
 
-def prediction_metrics(pred: Predictions) -> dict[str, float]:
+def prediction_metrics(pred: Predictions, calibration: Calibration | None = None) -> dict[str, float]:
     """:func:`error_metrics`, plus the committee's spread and calibration
     (:func:`calibration_metrics`) when the predictions carry one."""
     metrics = error_metrics(pred)
     if pred.energy_std is not None:
-        metrics.update(calibration_metrics(pred))
+        metrics.update(calibration_metrics(pred, calibration))
     return metrics
 
 
@@ -107,15 +114,21 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float((ra * rb).sum() / denom) if denom > 0 else float("nan")
 
 
-def calibration_metrics(pred: Predictions) -> dict[str, float]:
-    """How well the committee spread predicts the error of its mean, per frame.
+def calibration_metrics(pred: Predictions, calibration: Calibration | None = None) -> dict[str, float]:
+    """How well the committee's calibrated spread predicts the error of its mean.
+
+    Args:
+        pred: committee predictions (calibrated and raw spreads).
+        calibration: the committee's, to report its laws (``calibration_{q}_a``/``_b``).
 
     Returns:
         ``spearman_energy`` (energy std per atom vs |dE|/N), ``spearman_forces`` (RMS force std
         vs force RMSE), ``spearman_forces_atoms`` (a per-atom diagnostic: norm of the force std
         vs norm of the force error), the RMS spreads ``energy_spread_mev_per_atom`` and
-        ``force_spread_mev_per_A``, and ``calibration_energy``/``calibration_forces``: RMS error
-        over RMS spread (1 for a calibrated committee; multiply the spread by it).
+        ``force_spread_mev_per_A`` (and their ``_raw`` values), ``calibration_energy``/
+        ``calibration_forces``: RMS error over RMS spread (1 for a calibrated committee), and per
+        quantity ``coverage_1sigma_{q}``, ``coverage_2sigma_{q}``, ``miscalibration_area_{q}`` and
+        ``nll_{q}`` (Gaussian, errors in meV/atom and meV/Angstrom).
     """
     if pred.energy_std is None or pred.forces_std is None:
         raise ValueError("calibration_metrics: predictions carry no committee spread")
@@ -124,14 +137,27 @@ def calibration_metrics(pred: Predictions) -> dict[str, float]:
     f_mask = pred.atom_has_forces
     f_err = (pred.forces - pred.forces_ref)[f_mask]
     f_spread = pred.forces_std[f_mask]
-    rms = lambda x: float(np.sqrt(np.mean(np.square(x)))) if np.size(x) else float("nan")  # noqa: E731
     ok = np.isfinite(err["energy"])
-    return {
+    metrics = {
         "spearman_energy": spearman(spread["energy"], err["energy"]),
         "spearman_forces": spearman(spread["forces"], err["forces"]),
         "spearman_forces_atoms": spearman(np.linalg.norm(f_spread, axis=1), np.linalg.norm(f_err, axis=1)),
-        "energy_spread_mev_per_atom": 1000 * rms(spread["energy"]),
-        "force_spread_mev_per_A": 1000 * rms(f_spread),
-        "calibration_energy": rms(err["energy"][ok]) / rms(spread["energy"][ok]) if ok.any() else float("nan"),
-        "calibration_forces": rms(f_err) / rms(f_spread) if f_spread.size else float("nan"),
+        "energy_spread_mev_per_atom": 1000 * _rms(spread["energy"]),
+        "force_spread_mev_per_A": 1000 * _rms(f_spread),
+        "calibration_energy": _rms(err["energy"][ok]) / _rms(spread["energy"][ok]) if ok.any() else math.nan,
+        "calibration_forces": _rms(f_err) / _rms(f_spread) if f_spread.size else math.nan,
     }
+    if pred.energy_std_raw is not None:
+        metrics["energy_spread_raw_mev_per_atom"] = 1000 * _rms(pred.energy_std_raw / pred.natoms)
+        metrics["force_spread_raw_mev_per_A"] = 1000 * _rms(pred.forces_std_raw[f_mask])
+    for q, (e, sigma, _) in calibration_samples(pred, raw=False).items():
+        metrics.update({f"{k}_{q}": v for k, v in uncertainty_scores(1000 * e, 1000 * sigma).items()})
+    if calibration is not None:
+        for q in CALIBRATED:
+            law = getattr(calibration, q)
+            metrics[f"calibration_{q}_a"], metrics[f"calibration_{q}_b"] = law.a, law.b
+    return metrics
+
+
+def _rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(x)))) if np.size(x) else math.nan

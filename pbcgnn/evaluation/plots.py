@@ -7,7 +7,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
-from .metrics import calibration_metrics, error_metrics, frame_errors, frame_spread
+from .calibration import binned_rms, calibration_samples
+from .metrics import calibration_metrics, error_metrics
 from .predict import Predictions
 
 __all__ = ["parity_plot", "calibration_plot", "learning_curve_plot"]
@@ -38,35 +39,44 @@ def _panel(ax, ref: np.ndarray, pred: np.ndarray, label: str, title: str) -> Non
     ax.set_title(title, fontsize=10)
 
 
-def calibration_plot(pred: Predictions, path: str | os.PathLike) -> None:
-    """Committee spread vs actual error of its mean, per frame, for energy (meV/atom) and
-    forces (meV/Angstrom), on log axes with the line error = spread."""
+def calibration_plot(pred: Predictions, path: str | os.PathLike, bins: int = 10) -> None:
+    """A committee's calibrated spread against the error of its mean, for the energy per atom
+    (meV/atom, one sample per frame) and the force components (meV/Angstrom), on log axes: every
+    sample faint, the RMS error of bins of similar spread against their RMS spread
+    (:func:`pbcgnn.evaluation.calibration.binned_rms`), and the diagonal a calibrated committee
+    follows."""
     m = calibration_metrics(pred)
-    spread = frame_spread(pred.energy_std, pred.forces_std, pred.natoms)
-    err = frame_errors(pred)
     fig = Figure(figsize=(10, 4.6), layout="constrained")
     axes = fig.subplots(1, 2)
-    for ax, key, unit, rho, factor in ((axes[0], "energy", "meV/atom", m["spearman_energy"], m["calibration_energy"]),
-                                       (axes[1], "forces", "meV/A", m["spearman_forces"], m["calibration_forces"])):
-        x, y = 1000 * spread[key], 1000 * err[key]
+    units = {"energy": "meV/atom", "forces": "meV/A"}
+    for ax, (key, (err, sigma, _)) in zip(axes, calibration_samples(pred, raw=False).items()):
+        x, y = 1000 * sigma, 1000 * np.abs(err)
         ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
         if ok.any():
-            lo, hi = float(min(x[ok].min(), y[ok].min())), float(max(x[ok].max(), y[ok].max()))
+            bx, by = binned_rms(1000 * err[ok], x[ok], bins)
+            lo, hi = float(min(x[ok].min(), y[ok].min())), float(max(x[ok].max(), y[ok].max(), by.max()))
             ax.plot([lo, hi], [lo, hi], color="0.6", lw=1, label="error = spread")
-            ax.scatter(x[ok], y[ok], s=8, alpha=0.6)
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            subs = (1.0, 2.0, 5.0) if hi / lo < 100 else (1.0,)  # narrow ranges: more labels
-            for axis in (ax.xaxis, ax.yaxis):
-                axis.set_major_locator(LogLocator(base=10, subs=subs))
-                axis.set_major_formatter(FormatStrFormatter("%g"))
-                axis.set_minor_formatter(NullFormatter())
+            ax.scatter(x[ok], y[ok], s=3, alpha=0.15, color="0.4", rasterized=True, label="|error| per sample")
+            ax.plot(bx, by, marker="o", color="C1", label=f"RMS error in {len(bx)} bins")
+            _log_axes(ax, lo, hi)
             ax.legend(loc="upper left", fontsize=8)
-        ax.set_xlabel(f"committee spread per frame ({unit})")
-        ax.set_ylabel(f"error of the mean per frame ({unit})")
-        ax.set_title(f"{key}: Spearman {rho:.2f}, RMS error / RMS spread {factor:.2f}", fontsize=10)
+        ax.set_xlabel(f"calibrated committee spread ({units[key]})")
+        ax.set_ylabel(f"error of the mean ({units[key]})")
+        covered = 100 * m[f"coverage_1sigma_{key}"]
+        ax.set_title(f"{key}: Spearman {m[f'spearman_{key}']:.2f}, within 1 sigma {covered:.0f} % (ideal 68), "
+                     f"NLL {m[f'nll_{key}']:.2f}", fontsize=9)
     fig.suptitle(f"{len(pred.natoms)} frames, committee calibration")
     fig.savefig(path, dpi=120)
+
+
+def _log_axes(ax, lo: float, hi: float) -> None:
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    subs = (1.0, 2.0, 5.0) if hi / lo < 100 else (1.0,)  # narrow ranges: more labels
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_locator(LogLocator(base=10, subs=subs))
+        axis.set_major_formatter(FormatStrFormatter("%g"))
+        axis.set_minor_formatter(NullFormatter())
 
 
 def learning_curve_plot(panels: dict[str, dict[str, dict[int, float]]], path: str | os.PathLike,

@@ -27,8 +27,9 @@ class Predictions:
         has_forces: [F] bool, whether the frame has reference forces.
         sources: [F] where each frame came from (``path:line``).
         structures: per frame (z, pos, cell, pbc), to write the frames back out.
-        energy_std: [F] committee std of the total energy, eV (None for a single model).
-        forces_std: [N, 3] committee std of each force component, eV/Angstrom (or None).
+        energy_std: [F] committee std of the total energy, calibrated, eV (None for a single model).
+        forces_std: [N, 3] committee std of each force component, calibrated, eV/Angstrom (or None).
+        energy_std_raw, forces_std_raw: the same, the members' sample std before calibration.
     """
 
     energy: np.ndarray
@@ -41,6 +42,8 @@ class Predictions:
     structures: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
     energy_std: np.ndarray | None = None
     forces_std: np.ndarray | None = None
+    energy_std_raw: np.ndarray | None = None
+    forces_std_raw: np.ndarray | None = None
 
     @property
     def atom_has_forces(self) -> np.ndarray:
@@ -56,7 +59,7 @@ def predict(
     on_batch: Callable[[dict[str, torch.Tensor], Batch], None] | None = None,
 ) -> Predictions:
     """Energies and forces of ``model`` on a dataset (or an iterable of batches); for a
-    :class:`pbcgnn.model.Committee`, the mean and the spread over its members.
+    :class:`pbcgnn.model.Committee`, the mean and the spread over its members (calibrated, and raw).
 
     ``on_batch(out, batch)``, when given, sees every batch's outputs (``energy`` [B] eV,
     ``forces`` [N, 3] eV/Angstrom, detached) with the batch on ``device``, e.g. to add up a loss.
@@ -65,15 +68,17 @@ def predict(
     was_training = model.training
     model.eval()
     is_committee = isinstance(model, Committee)
-    parts: dict[str, list] = {k: [] for k in ("e", "eref", "n", "f", "fref", "hf", "estd", "fstd")}
+    parts: dict[str, list] = {k: [] for k in ("e", "eref", "n", "f", "fref", "hf", "estd", "fstd",
+                                               "estd_raw", "fstd_raw")}
     sources, structures = [], []
     for batch in loader:
         batch = batch.to(device)
         with torch.enable_grad():  # forces are derivatives even at inference
             if is_committee:
                 out = committee_properties(model, batch, forces=True)
-                parts["estd"].append(out["energy_std"].double().cpu())
-                parts["fstd"].append(out["forces_std"].double().cpu())
+                for key, name in (("estd", "energy_std"), ("fstd", "forces_std")):
+                    parts[key].append(out[name].double().cpu())
+                    parts[f"{key}_raw"].append(out[f"{name}_raw"].double().cpu())
             else:
                 out = compute_properties(model, batch, forces=True, training=False)
         if on_batch is not None:
@@ -90,7 +95,7 @@ def predict(
     model.train(was_training)
     cat = {k: torch.cat(v).numpy() for k, v in parts.items() if v}
     return Predictions(cat["e"], cat["eref"], cat["n"], cat["f"], cat["fref"], cat["hf"].astype(bool), sources,
-                       structures, cat.get("estd"), cat.get("fstd"))
+                       structures, cat.get("estd"), cat.get("fstd"), cat.get("estd_raw"), cat.get("fstd_raw"))
 
 
 def predictions_to_atoms(pred: Predictions) -> list[Atoms]:
@@ -107,6 +112,9 @@ def predictions_to_atoms(pred: Predictions) -> list[Atoms]:
         if pred.energy_std is not None:
             atoms.info["energy_std"] = float(pred.energy_std[k])
             atoms.arrays["forces_std"] = pred.forces_std[start : start + n].copy()
+        if pred.energy_std_raw is not None:
+            atoms.info["energy_std_raw"] = float(pred.energy_std_raw[k])
+            atoms.arrays["forces_std_raw"] = pred.forces_std_raw[start : start + n].copy()
         frames.append(atoms)
         start += n
     return frames
@@ -115,6 +123,7 @@ def predictions_to_atoms(pred: Predictions) -> list[Atoms]:
 def concat_predictions(preds: list[Predictions]) -> Predictions:
     """The predictions of several data sets as one (frames in order)."""
     spread = all(p.energy_std is not None for p in preds)
+    raw = all(p.energy_std_raw is not None for p in preds)
     return Predictions(
         *(np.concatenate([getattr(p, k) for p in preds]) for k in
           ("energy", "energy_ref", "natoms", "forces", "forces_ref", "has_forces")),
@@ -122,4 +131,6 @@ def concat_predictions(preds: list[Predictions]) -> Predictions:
         structures=[s for p in preds for s in p.structures],
         energy_std=np.concatenate([p.energy_std for p in preds]) if spread else None,
         forces_std=np.concatenate([p.forces_std for p in preds]) if spread else None,
+        energy_std_raw=np.concatenate([p.energy_std_raw for p in preds]) if raw else None,
+        forces_std_raw=np.concatenate([p.forces_std_raw for p in preds]) if raw else None,
     )

@@ -2,8 +2,10 @@
 predictions.xyz and plots (metric definitions: :mod:`pbcgnn.evaluation.metrics`).
 
 For a committee checkpoint the predictions are the committee mean, and the report adds the
-spread and its calibration (:func:`pbcgnn.evaluation.metrics.calibration_metrics`) and
-``calibration.png``.
+spread scored as an uncertainty (:func:`pbcgnn.evaluation.metrics.calibration_metrics`: Spearman,
+coverage, miscalibration area, NLL, all of the calibrated spread), ``calibration.png``, and in
+``metrics.json`` the committee's stored calibration under ``"calibration"`` (the identity for a
+checkpoint without one: then every score is of the raw spread).
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from ..checkpoint import load_checkpoint
 from ..config import Config
 from ..dataset import FrameDataset, load_datasets
 from ..errors import OutputError
+from ..model import Calibration, Committee
 from .metrics import prediction_metrics
 from .predict import Predictions, concat_predictions, predict, predictions_to_atoms
 
@@ -63,7 +66,7 @@ def evaluate(
     for path in paths:
         dataset = FrameDataset(path, model.cutoff, **read)
         named[os.fspath(path)] = predict(model, dataset, device=device, batch_size=batch_size)
-    return _report(named, out_dir, plot)
+    return _report(named, out_dir, plot, _calibration(model))
 
 
 def _support(ckpt: dict) -> dict:
@@ -78,20 +81,31 @@ def evaluate_validation(
     """Evaluate a checkpoint on the validation frames of its own training run (same files, split and seed)."""
     model, ckpt = load_checkpoint(checkpoint, device=device)
     _, val = load_datasets(Config.from_dict(ckpt["config"]), **_support(ckpt))
-    return _report({"validation": predict(model, val, device=device, batch_size=batch_size)}, out_dir, plot)
+    pred = predict(model, val, device=device, batch_size=batch_size)
+    return _report({"validation": pred}, out_dir, plot, _calibration(model))
 
 
-def _report(named: dict[str, Predictions], out_dir: str | os.PathLike, plot: bool) -> dict[str, dict[str, float]]:
+def _calibration(model) -> Calibration | None:
+    """A committee's calibration (logged: whether its spreads are calibrated), None for a single model."""
+    if not isinstance(model, Committee):
+        return None
+    log.info("committee calibration: %s", model.calibration.describe())
+    return model.calibration
+
+
+def _report(named: dict[str, Predictions], out_dir: str | os.PathLike, plot: bool,
+            calibration: Calibration | None = None) -> dict[str, dict[str, float]]:
     """metrics.json, predictions.xyz and parity.png (committees: calibration.png) per data source."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     named = {**named, "total": concat_predictions(list(named.values()))}
-    results = {name: prediction_metrics(p) for name, p in named.items()}
+    results = {name: prediction_metrics(p, calibration) for name, p in named.items()}
     total = named["total"]
     target = out / "metrics.json"
     try:  # a full disk mid-write: one line naming the file being written
         with open(target, "w") as f:
-            json.dump(results, f, indent=2)
+            extra = {"calibration": calibration.to_dict()} if calibration is not None else {}
+            json.dump({**results, **extra}, f, indent=2)
         target = out / "predictions.xyz"
         ase.io.write(target, predictions_to_atoms(total), format="extxyz")
         if plot:

@@ -13,11 +13,15 @@ their order) from its structure file, so it can check the atom count but not the
 
 Committee checkpoints send, with every answer, a JSON extras string::
 
-    {"energy_std": eV, "forces_std": [N, 3] eV/Angstrom, "committee_pot": [M] Hartree}
+    {"energy_std": eV, "forces_std": [N, 3] eV/Angstrom, "energy_std_raw": eV,
+     "forces_std_raw": [N, 3] eV/Angstrom, "committee_pot": [M] Hartree}
 
-``energy_std``/``forces_std`` are the members' spread (as in ``calc.results``);
-``committee_pot`` (members' energies in i-PI's atomic units) is what i-PI's
-``<ffcommittee parse_json="true">`` reads. i-PI writes extras with
+``energy_std``/``forces_std`` are the committee's calibrated spread, ``*_raw`` the members'
+sample std (as in ``calc.results``). ``committee_pot``, what i-PI's
+``<ffcommittee parse_json="true">`` reads, holds the members' energies in i-PI's atomic units
+moved away from their mean by the calibration (:func:`pbcgnn.model.calibration.scale_members`),
+so their std is the calibrated ``energy_std``: leave i-PI's own ``alpha`` at 1 (for a checkpoint
+without a calibration they are the raw energies). i-PI writes extras with
 ``<trajectory ...> extras </trajectory>``.
 """
 from __future__ import annotations
@@ -28,12 +32,14 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from ase import Atoms
 from ase.calculators.calculator import Calculator
 from ase.calculators.socketio import IPIProtocol, SocketClient, SocketClosed, actualunixsocketname
 
 from ..errors import InputError
 from ..io.checks import check_supported
+from ..model.calibration import scale_members, spread_ratio
 from ..units import HARTREE
 from .output import spread_results
 
@@ -140,7 +146,12 @@ def committee_extras(calc: Calculator) -> bytes:
         return b""
     extras = {k: np.asarray(v).tolist() for k, v in spread.items()}
     if "energies" in calc.results:
-        extras["committee_pot"] = (np.asarray(calc.results["energies"]) / HARTREE).tolist()
+        energies = torch.as_tensor(np.asarray(calc.results["energies"], dtype=np.float64))  # [M] eV
+        if "energy_std_raw" in spread:  # the members as a calibrated committee
+            std, raw = (torch.tensor(float(spread[k]), dtype=torch.float64) for k in ("energy_std", "energy_std_raw"))
+            ratio = spread_ratio(std, raw)
+            energies = scale_members(energies, ratio)
+        extras["committee_pot"] = (energies.numpy() / HARTREE).tolist()
     return json.dumps(extras).encode()
 
 

@@ -43,8 +43,9 @@ __all__ = ["THERMO_COLUMNS", "MDRecorder", "read_thermo", "temperature", "degree
 #: blew up, and left alone its atoms fly apart until every step costs seconds.
 MAX_STEP_A = 1.0
 
-#: Calculator results copied into the trajectory when present (committee spread).
-SPREAD_KEYS = ("energy_std", "forces_std")
+#: Calculator results copied into the trajectory when present: a committee's calibrated spread
+#: and the members' raw one (:class:`pbcgnn.PbcgnnCalculator`).
+SPREAD_KEYS = ("energy_std", "forces_std", "energy_std_raw", "forces_std_raw")
 
 THERMO_COLUMNS = ("step", "time_ps", "potential_eV", "kinetic_eV", "total_eV", "temperature_K", "volume_A3",
                   "density_g_cm3")
@@ -61,7 +62,7 @@ def temperature(kinetic_eV: float, natoms: int) -> float:
 
 
 def spread_results(calc) -> dict:
-    """The committee spread in ``calc.results`` (``energy_std``, ``forces_std``), if any."""
+    """The committee spread in ``calc.results`` (:data:`SPREAD_KEYS`), if any."""
     results = getattr(calc, "results", {}) or {}
     return {k: results[k] for k in SPREAD_KEYS if k in results}
 

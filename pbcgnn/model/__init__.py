@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .cfconv import CFConv, InteractionBlock, shifted_softplus
+from .calibration import Calibration
 from .committee import Committee, committee_properties
 from .derivatives import compute_properties
 from .radial import CosineCutoff, GaussianRBF
@@ -16,6 +17,7 @@ ARCHITECTURES: dict[str, type[EnergyModel]] = {"schnet": SchNet, "painn": PaiNN}
 __all__ = [
     "ARCHITECTURES",
     "AtomicReference",
+    "Calibration",
     "EnergyModel",
     "PaiNN",
     "CFConv",

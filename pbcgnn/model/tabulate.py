@@ -131,7 +131,7 @@ def tabulate(model: torch.nn.Module, *args, **kwargs) -> torch.nn.Module:
         ValueError: a model type not in :data:`TABULATED`, or table options for a PaiNN.
     """
     if type(model) is Committee:
-        return Committee([tabulate(member, *args, **kwargs) for member in model.members]).eval()
+        return Committee([tabulate(member, *args, **kwargs) for member in model.members], model.calibration).eval()
     if type(model) is PaiNN:
         if args or kwargs:
             raise ValueError("tabulate: a PaiNN is tabulated on its training grid; n_points, r_min and compile "

@@ -9,6 +9,8 @@ from ..checkpoint import combine_checkpoints, model_from_checkpoint, read_checkp
 from ..config import Config
 from ..dataset import FrameDataset, load_datasets
 from ..device import resolve_device
+from ..errors import InputError
+from ..evaluation.calibration import fit_calibration, recalibrate
 from ..evaluation.metrics import prediction_metrics
 from ..evaluation.predict import predict
 from .loop import RESUMABLE, fit_model, resumed_config
@@ -29,10 +31,23 @@ def member_config(config: Config, k: int, init_members: int = 1) -> Config:
     return config.replace(**changes)
 
 
-def _committee_metrics(ckpt: dict[str, Any], val_set: FrameDataset, device) -> dict[str, float]:
-    """Errors of the committee mean and calibration of its spread on the validation frames."""
+def _calibrate(ckpt: dict[str, Any], val_set: FrameDataset, device) -> dict[str, float]:
+    """Fit the spread calibration on the validation frames into ``ckpt``; return the errors of the
+    committee mean and the scores of its calibrated spread there (in-sample for the calibration).
+
+    Too few labelled validation frames leave the identity (raw spreads), with a warning.
+    """
     model = model_from_checkpoint(ckpt, device=device)
-    return prediction_metrics(predict(model, val_set, device=device))
+    pred = predict(model, val_set, device=device)
+    try:
+        calibration = fit_calibration(pred, fitted_on="the training run's validation frames")
+    except InputError as err:
+        log.warning("committee spread not calibrated (raw spreads reported): %s; fit one on more frames "
+                    "with `pbcgnn calibrate`", err)
+        return prediction_metrics(pred, model.calibration)
+    ckpt["calibration"] = calibration.to_dict()
+    log.info("committee calibration: %s", calibration.describe())
+    return prediction_metrics(recalibrate(pred, calibration), calibration)
 
 
 def _fit_members(config: Config, out: Path, resume: bool, progress: bool,
@@ -65,8 +80,9 @@ def fit_committee(config: Config, out_dir, *, resume: bool = False, progress: bo
     Member k is an ordinary single-model run in ``out_dir/member_k`` with the config of
     :func:`member_config`; all members share the training/validation split. ``out_dir/best.pt``
     combines the members' ``best.pt`` and ``out_dir/last.pt`` their ``last.pt``; both load as a
-    :class:`pbcgnn.model.Committee`. Their ``metrics`` are the committee mean's validation errors
-    and the spread calibration. ``train.max_minutes`` applies to each member; ``train.stop_after``
+    :class:`pbcgnn.model.Committee`. Each holds the calibration of its spread fitted on the
+    validation frames (:func:`pbcgnn.evaluation.calibration.fit_calibration`), and its
+    ``metrics`` are the committee mean's validation errors and the calibrated spread's scores. ``train.max_minutes`` applies to each member; ``train.stop_after``
     to each member's part, and a paused member pauses the committee (``stopped`` is ``paused``).
 
     Args:
@@ -96,7 +112,7 @@ def fit_committee(config: Config, out_dir, *, resume: bool = False, progress: bo
         ckpt = combine_checkpoints(config, [read_checkpoint(getattr(r, name)) for r in results], dirs)
         if name == "last":
             ckpt["train_state"] = {"committee_size": n}
-        metrics[name] = ckpt["metrics"] = _committee_metrics(ckpt, datasets[1], device)
+        metrics[name] = ckpt["metrics"] = _calibrate(ckpt, datasets[1], device)
         save_checkpoint(out / f"{name}.pt", ckpt)
     m = metrics["best"]
     log.info("committee of %d: val E RMSE %.3f meV/atom, F RMSE %.1f meV/A; spread vs error Spearman "

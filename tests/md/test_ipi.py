@@ -198,3 +198,26 @@ def test_committee_sends_its_spread_as_extras(water48):
     assert extras["energy_std"] == pytest.approx(calc.results["energy_std"], rel=1e-12)
     np.testing.assert_allclose(extras["forces_std"], calc.results["forces_std"], rtol=1e-12)
     np.testing.assert_allclose(np.array(extras["committee_pot"]) * HARTREE, calc.results["energies"], rtol=1e-12)
+
+
+def test_calibrated_committee_sends_members_with_the_calibrated_spread(water48):
+    """committee_pot moves the members away from their mean so i-PI computes the calibrated std."""
+    from pbcgnn.md.ipi import committee_extras
+    from pbcgnn.model.calibration import Calibration, PowerLaw
+
+    torch.manual_seed(1)
+    members = [SchNet(16, 16, 1, 8, cutoff=3.5).double() for _ in range(3)]
+    for m in members:
+        torch.nn.init.normal_(m.lin2.weight, std=0.3)
+    calc = PbcgnnCalculator(Committee(members, Calibration(PowerLaw(2.0, 0.8), PowerLaw(5.0))).eval(), skin=0.5)
+    atoms = water48.copy()
+    atoms.calc = calc
+    energy = atoms.get_potential_energy()
+    extras = json.loads(committee_extras(calc).decode())
+    pot = np.array(extras["committee_pot"]) * HARTREE  # [3] eV
+    raw = float(np.std(calc.results["energies"], ddof=1))
+    assert extras["energy_std_raw"] == pytest.approx(raw, rel=1e-12)
+    assert extras["energy_std"] == pytest.approx(48 * 2.0 * (raw / 48) ** 0.8, rel=1e-12)
+    assert np.std(pot, ddof=1) == pytest.approx(extras["energy_std"], rel=1e-10)
+    assert pot.mean() == pytest.approx(energy, rel=1e-13)
+    np.testing.assert_allclose(extras["forces_std"], 5.0 * np.array(extras["forces_std_raw"]), rtol=1e-12)

@@ -128,6 +128,28 @@ def test_committee_reports_its_spread(water192):
     assert calc.results["forces_std"].shape == (192, 3) and calc.results["energies"].shape == (3,)
 
 
+def test_committee_reports_its_calibrated_spread_and_the_raw_one(water192):
+    from pbcgnn.md.output import spread_results
+    from pbcgnn.model.calibration import Calibration, PowerLaw
+    from pbcgnn.model.committee import Committee
+
+    torch.manual_seed(1)
+    members = [SchNet(16, 16, 1, 8, cutoff=3.5).double() for _ in range(3)]
+    for m in members:
+        torch.nn.init.normal_(m.lin2.weight, std=0.3)
+    raw = PbcgnnCalculator(Committee(members).eval(), skin=0.5)
+    calc = PbcgnnCalculator(Committee(members, Calibration(PowerLaw(3.0), PowerLaw(8.0))).eval(), skin=0.5)
+    evaluate(raw, water192)
+    e, f = evaluate(calc, water192)
+    assert e == raw.results["energy"]
+    assert calc.results["energy_std_raw"] == pytest.approx(raw.results["energy_std"], rel=1e-12)
+    assert calc.results["energy_std"] == pytest.approx(3.0 * raw.results["energy_std"], rel=1e-12)
+    np.testing.assert_allclose(calc.results["forces_std"], 8.0 * raw.results["forces_std"], rtol=1e-12)
+    np.testing.assert_allclose(calc.results["forces_std_raw"], raw.results["forces_std"], rtol=1e-12)
+    # what MD writes into its trajectory: both
+    assert set(spread_results(calc)) == {"energy_std", "forces_std", "energy_std_raw", "forces_std_raw"}
+
+
 # ---------------------------------------------------------------- bad input
 @pytest.fixture(scope="module")
 def trained_calc(md_checkpoint):

@@ -21,11 +21,14 @@ def test_committee_train_eval_select(water48_file, tmp_path):
     result = run("train", water48_file, "--epochs", "2", "--committee", "2", "--bootstrap", "--out", out, *TINY)
     assert result.exit_code == 0, result.output
     assert "committee spread vs error (Spearman)" in result.output
+    # 10 frames, val_fraction 0.1: one validation frame, too few to calibrate on
+    assert "spread calibration: none, raw spreads (too few validation frames" in result.output
     assert (out / "member_0" / "best.pt").is_file() and (out / "member_1" / "last.pt").is_file()
 
     result = run("eval", out / "best.pt", water48_file, "--out", tmp_path / "eval", "--device", "cpu")
     assert result.exit_code == 0, result.output
-    assert "rho F" in result.output and "calibration.png" in result.output
+    assert "rho" in result.output and "1 sigma %" in result.output and "calibration.png" in result.output
+    assert "calibration: none: raw spreads (fit one with `pbcgnn calibrate`)" in result.output
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())["total"]
     assert {"spearman_energy", "spearman_forces", "calibration_energy", "calibration_forces"} <= set(metrics)
 

@@ -38,6 +38,29 @@ def test_committee_checkpoint_holds_distinct_members(committee_run):
     assert {rec["member"] for rec in result.history} == {0, 1, 2}
 
 
+def test_training_fits_the_calibration_on_the_validation_frames(committee_run):
+    """best.pt and last.pt carry a calibration fitted on the 3 validation frames; it is the fit of
+    the committee's raw spread there, and the stored metrics score the calibrated spread."""
+    from pbcgnn.config import Config
+    from pbcgnn.dataset import load_datasets
+    from pbcgnn.evaluation.calibration import calibration_samples, fit_calibration
+
+    result, _ = committee_run
+    model, ckpt = load_checkpoint(result.best)
+    cal = model.calibration
+    assert not cal.is_identity and cal.n_frames == 3 and "validation" in cal.fitted_on
+    assert cal.details["forces"]["form"] == "scale"  # 3 frames: too few to choose a power law
+    _, val = load_datasets(Config.from_dict(ckpt["config"]))
+    pred = predict(model, val)
+    refit = fit_calibration(pred, "again")
+    assert refit.forces.a == pytest.approx(cal.forces.a, rel=1e-9)
+    assert refit.energy.a == pytest.approx(cal.energy.a, rel=1e-9)
+    for q, (err, sigma, _) in calibration_samples(pred, raw=False).items():  # maximum likelihood: <z^2> = 1
+        assert np.mean((err / sigma) ** 2) == pytest.approx(1.0, rel=1e-9), q
+    assert ckpt["metrics"]["calibration_forces_a"] == cal.forces.a
+    assert not load_checkpoint(result.last)[0].calibration.is_identity
+
+
 def test_committee_forward_is_the_member_mean(committee_run, water48_file):
     model, _ = load_checkpoint(committee_run[0].best)
     data = atoms_to_graph(read_frames(water48_file)[0], model.cutoff)
@@ -93,7 +116,16 @@ def test_evaluate_reports_calibration(committee_run, water48_file, tmp_path):
     total = results["total"]
     assert -1.0 <= total["spearman_forces"] <= 1.0 and -1.0 <= total["spearman_energy"] <= 1.0
     assert total["force_spread_mev_per_A"] > 0 and total["calibration_forces"] > 0
-    assert json.loads((tmp_path / "metrics.json").read_text())["total"]["spearman_forces"] == total["spearman_forces"]
+    for q in ("energy", "forces"):
+        assert 0 <= total[f"coverage_1sigma_{q}"] <= total[f"coverage_2sigma_{q}"] <= 1
+        assert 0 <= total[f"miscalibration_area_{q}"] <= 0.5 and np.isfinite(total[f"nll_{q}"])
+    model, _ = load_checkpoint(committee_run[0].best)
+    # the reported spread is the calibrated one: the raw RMS spread times the fitted scale
+    assert total["force_spread_mev_per_A"] == pytest.approx(model.calibration.forces.a
+                                                            * total["force_spread_raw_mev_per_A"], rel=1e-9)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["total"]["spearman_forces"] == total["spearman_forces"]
+    assert saved["calibration"] == model.calibration.to_dict()
     assert (tmp_path / "calibration.png").stat().st_size > 1000
     import ase.io
 
@@ -119,6 +151,31 @@ def test_select_returns_the_frames_with_the_largest_spread(committee_run, water4
     assert len(written) == 4 and all(a.calc is None or "energy" not in a.calc.results for a in written)
     for atoms, k in zip(written, expected):
         np.testing.assert_allclose(atoms.positions, pool[k].positions, atol=1e-12)
+
+
+def test_select_ranks_by_the_calibrated_spread(committee_run, water48_file, tmp_path):
+    """With a power law on the force components, the ranking value is the RMS of the calibrated
+    component spreads, computed here from the raw ones; a scale multiplies the raw values."""
+    from pbcgnn.checkpoint import save_checkpoint
+    from pbcgnn.model.calibration import Calibration, PowerLaw
+
+    ckpt = read_checkpoint(committee_run[0].best)
+    raw_path, cal_path = tmp_path / "raw.pt", tmp_path / "cal.pt"
+    save_checkpoint(raw_path, {k: v for k, v in ckpt.items() if k != "calibration"})
+    cal = Calibration(energy=PowerLaw(2.5, 1.0), forces=PowerLaw(0.3, 0.5))
+    save_checkpoint(cal_path, {**ckpt, "calibration": cal.to_dict()})
+    model, _ = load_checkpoint(raw_path)
+    pool = read_frames(water48_file)
+    expected = []
+    for atoms in pool:
+        out = committee_properties(model, atoms_to_graph(atoms, model.cutoff))
+        expected.append(float(np.sqrt(np.mean(0.3**2 * out["forces_std"].numpy()))))  # RMS of 0.3 s^0.5
+    rows = select_frames(cal_path, water48_file, 4, tmp_path / "sel.xyz")
+    assert [r["pool_index"] for r in rows] == np.argsort(expected)[::-1][:4].tolist()
+    np.testing.assert_allclose([r["forces"] for r in rows], np.sort(expected)[::-1][:4], rtol=1e-9)
+    raw_rows = {r["pool_index"]: r for r in select_frames(raw_path, water48_file, 10, tmp_path / "all.xyz")}
+    for r in rows:
+        assert r["energy"] == pytest.approx(2.5 * raw_rows[r["pool_index"]]["energy"], rel=1e-12)
 
 
 def test_select_needs_a_committee(committee_run, water48_file, tmp_path):
