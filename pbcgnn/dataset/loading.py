@@ -10,11 +10,11 @@ from torch_geometric.data import Dataset
 
 from ..config import Config
 from ..device import available_memory
-from ..io import check_path
+from ..io import check_path, iter_frames
 from ..neighbors import STORED_BYTES_PER_EDGE
 from .frames import FrameDataset
 from .splits import file_sha256
-from .streamed import StreamedFrameDataset, default_store_root, estimate_graph_edges, iter_frames, open_store
+from .streamed import StreamedFrameDataset, default_store_root, estimate_graph_edges, open_store
 
 __all__ = ["load_datasets", "open_frames"]
 

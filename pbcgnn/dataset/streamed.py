@@ -27,7 +27,7 @@ from torch_geometric.data import Data, Dataset
 
 from ..errors import InputError
 from ..graph import MIN_DISTANCE, atoms_to_graph
-from ..io import read_frames
+from ..io import iter_frames
 from ..io.checks import check_supported
 from ..neighbors import estimate_edges
 from .splits import split_indices
@@ -36,10 +36,6 @@ from ..store import STORE_VERSION, FrameStore, frame_row, publish, read_meta
 __all__ = ["StreamedFrameDataset", "open_store", "store_key", "estimate_graph_edges", "default_store_root"]
 
 log = logging.getLogger(__name__)
-
-
-def iter_frames(path, **options):  # replaced by pbcgnn.io.iter_frames (streaming) once it lands
-    yield from read_frames(path, **options)
 
 
 def default_store_root() -> Path:
