@@ -82,8 +82,8 @@ def resumed_config(config: Config, out: Path, given: Collection[str] | None = No
         given: the ``"section.field"`` options the caller set explicitly (the CLI's command line).
             None: ``epochs``, ``max_minutes`` and ``stop_after`` come from ``config``. Else
             ``stop_after`` (per sitting) and, when given, ``epochs``, ``max_minutes`` (a bare
-            ``--resume`` keeps the run's budget), ``device``, ``cache_dir`` and, before the run's
-            final phase began, ``final_energy_weight``; any other given option must equal the
+            ``--resume`` keeps the run's budget), ``device``, ``workers``, ``cache_dir``, ``storage``
+            and, before the run's final phase began, ``final_energy_weight``; any other given option must equal the
             stored one: a resumed run keeps its options, and ignoring one would be silent.
     """
     path = out / "last.pt"
