@@ -71,9 +71,9 @@ def convert(path: Path, root: Path) -> None:
     print(json.dumps({"frames": len(ds), "seconds": time.perf_counter() - t0}))
 
 
-def tree_rss(pid: int) -> int:
-    """Summed resident memory (bytes) of ``pid`` and its descendants, from /proc."""
-    children = {}
+def tree_rss(pid: int) -> dict[int, int]:
+    """Resident memory (bytes) of ``pid`` and each of its descendants, from /proc."""
+    children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
@@ -82,32 +82,71 @@ def tree_rss(pid: int) -> int:
                 children.setdefault(ppid, []).append(int(entry))
             except (OSError, ValueError, IndexError):
                 pass
-    total, todo = 0, [pid]
+    rss, todo = {}, [pid]
     while todo:
         p = todo.pop()
         todo.extend(children.get(p, []))
         try:
             with open(f"/proc/{p}/statm") as f:
-                total += int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+                rss[p] = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
         except OSError:
             pass
-    return total
+    return rss
 
 
-def measured(cmd: list[str], log: Path) -> dict:
-    """Run ``cmd`` under ``/usr/bin/time -v``; its wall time, max RSS and peak summed tree RSS."""
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+    except OSError:
+        return ""
+
+
+def measured(cmd: list[str], log: Path, env: dict | None = None) -> dict:
+    """Run ``cmd`` under ``/usr/bin/time -v``: its wall time, ``time``'s max RSS (the largest
+    single process), the peak of the summed RSS of the process tree, and each process's peak."""
+    peaks: dict[int, int] = {}
+    names: dict[int, str] = {}
     with open(log, "w") as out:
-        proc = subprocess.Popen(["/usr/bin/time", "-v", *cmd], stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(["/usr/bin/time", "-v", *cmd], stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, **(env or {})})
         peak, t0 = 0, time.perf_counter()
         while proc.poll() is None:
-            peak = max(peak, tree_rss(proc.pid))
+            rss = tree_rss(proc.pid)
+            peak = max(peak, sum(rss.values()))
+            for p, value in rss.items():
+                names.setdefault(p, _cmdline(p))
+                peaks[p] = max(peaks.get(p, 0), value)
             time.sleep(0.2)
     text = log.read_text()
     if proc.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}); see {log}")
     max_rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", text).group(1))
+    processes = sorted(({"cmd": names[p], "peak_rss_gb": v / 2**30} for p, v in peaks.items() if v > 50 * 2**20),
+                       key=lambda x: -x["peak_rss_gb"])
     return {"command": " ".join(cmd), "wall_s": time.perf_counter() - t0, "max_rss_gb": max_rss_kb / 2**20,
-            "peak_tree_rss_gb": peak / 2**30, "log": str(log)}
+            "peak_tree_rss_gb": peak / 2**30, "processes": processes, "log": str(log)}
+
+
+def ddp(args, data: Path, root: Path) -> None:
+    """One process and a 2-process ``torchrun`` (gloo), each reading the store with one worker per
+    process: peak RSS per process and the trained weights, which must agree."""
+    import torch
+    if not data.exists():
+        make(data, args.frames, args.seed)
+    result = {"frames": args.frames, "atoms_per_frame": 192}
+    common = [str(data), *TRAIN, "--storage", "disk", "--cache-dir", str(root), "--workers", "1", "--seed", "3"]
+    one = [sys.executable, "-m", "pbcgnn.cli", "train", *common, "--out", str(args.work / "one")]
+    two = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "pbcgnn.cli", "train", *common, "--out", str(args.work / "two")]
+    result["one_process"] = measured(one, args.work / "one.log", {"OMP_NUM_THREADS": "1"})
+    result["two_processes"] = measured(two, args.work / "two.log", {"OMP_NUM_THREADS": "1"})
+    a, b = (torch.load(args.work / name / "last.pt", weights_only=False) for name in ("one", "two"))
+    result["max_weight_difference"] = max(float((a["model"][k] - b["model"][k]).abs().max()) for k in a["model"])
+    result["validation"] = {"one": a["metrics"], "two": b["metrics"]}
+    print(json.dumps(result, indent=1))
+    if args.results:
+        args.results.parent.mkdir(parents=True, exist_ok=True)
+        args.results.write_text(json.dumps(result, indent=1) + "\n")
 
 
 def main() -> None:
@@ -118,6 +157,8 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=Path("/tmp/pbcgnn_large"))
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--results", type=Path)
+    p.add_argument("--ddp", action="store_true",
+                   help="instead: one process against a 2-process torchrun on --frames frames (RSS per rank, losses)")
     args = p.parse_args()
     data, root = args.work / f"water_{args.frames}.xyz", args.work / "stores"
     if args.step == "make":
@@ -125,6 +166,8 @@ def main() -> None:
     if args.step == "convert":
         return convert(data, root)
     args.work.mkdir(parents=True, exist_ok=True)
+    if args.ddp:
+        return ddp(args, data, root)
     me = [sys.executable, __file__, "--frames", str(args.frames), "--work", str(args.work), "--seed", str(args.seed)]
     result = {"frames": args.frames, "atoms_per_frame": 192, "threads": os.environ.get("OMP_NUM_THREADS")}
     if not data.exists():
