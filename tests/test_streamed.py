@@ -205,3 +205,25 @@ def test_storage_and_workers_are_checked(bundled_n2p2, tmp_path):
     assert result.exit_code == 2 and "--workers" in result.output
     with pytest.raises(InputError, match="expected storage to be one of auto, memory, disk"):
         Config(data=DataConfig(paths=(str(bundled_n2p2),), storage="tape")).validate()
+
+
+SHARED = ["cheng2019_h2o_revpbe0_d3/cheng2019_h2o_revpbe0_d3.xyz", "deepmd_water/deepmd_water.xyz",
+          "deepmd_dplr_water128/deepmd_dplr_water128.xyz", "n2p2_h2o_rpbe_d3/input.data",
+          "n2p2_h2o_rpbe_d3/n2p2_h2o_rpbe_d3.xyz", "n2p2_h2o_rpbe_d3_4g_ice/input.data"]
+
+
+@pytest.mark.parametrize("name", SHARED)
+def test_the_store_holds_every_shared_set_as_the_reader_reads_it(shared_data, tmp_path, name):
+    from pbcgnn.io import read_frames
+    path = shared_data / name
+    store = open_store([path], [file_sha256(path)], tmp_path, OPTIONS)
+    frames = read_frames(path)
+    assert len(store) == len(frames)
+    for k, atoms in enumerate(frames):
+        back = store.atoms(k)
+        assert np.array_equal(back.numbers, atoms.numbers) and np.array_equal(back.positions, atoms.positions)
+        assert np.array_equal(back.cell.array, atoms.cell.array) and np.array_equal(back.pbc, atoms.pbc)
+        for key, value in atoms.calc.results.items():
+            assert np.array_equal(back.calc.results[key], value), (k, key)
+        for key in ("source", "source_frame", "has_forces"):
+            assert back.info[key] == atoms.info[key], (k, key)
