@@ -23,11 +23,12 @@ from ..calculator import PbcgnnCalculator
 from ..errors import InputError
 from ..evaluation.metrics import frame_spread
 from ..io import iter_frames, read_frames
+from ..io.checks import check_supported
 from ..md import MDConfig, run_md
 from .config import LearnConfig
 from .label import ID, structure_of
 
-__all__ = ["Exploration", "explore", "start_frames"]
+__all__ = ["Exploration", "check_frames", "explore", "start_frames"]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,22 @@ def start_frames(config: LearnConfig) -> list[Atoms]:
     return [a for path in config.structures for a in read_frames(path, require_energy=False, **opts)]
 
 
+def check_frames(config: LearnConfig, elements: list[int] | None, periodic: bool) -> int:
+    """Refuse, before any work, a start or pool frame the committee cannot know (elements it was not
+    trained on, no 3-D periodic cell: :func:`pbcgnn.io.checks.check_supported`); returns the number of frames.
+
+    Raises:
+        InputError: naming the file and frame.
+    """
+    opts = dict(format=config.format, length_unit=config.length_unit, energy_unit=config.energy_unit)
+    n = 0
+    for path in config.structures or (config.pool,):
+        for atoms in iter_frames(path, require_energy=False, **opts):
+            check_supported(atoms, elements, periodic)
+            n += 1
+    return n
+
+
 @contextlib.contextmanager
 def _own_columns() -> Iterator[None]:
     """Silence the reader's note on unread label-like columns while reading a trajectory: its
@@ -98,7 +115,7 @@ def _trajectory(calc: PbcgnnCalculator, atoms: Atoms, temperature: float, seed: 
 
 def _explore_md(calc: PbcgnnCalculator, config: LearnConfig, round_index: int, folder: Path,
                 progress: bool) -> Exploration:
-    """Run (or, resumed, finish) the round's trajectories and score their sampled frames (step 0, the start, excluded)."""
+    """Run (or, resumed, finish) the round's trajectories; score their sampled frames (not step 0, the start)."""
     found = Exploration()
     starts = [(a, t) for a in start_frames(config) for t in config.temperatures_K]
     for k, (atoms, temperature) in enumerate(starts):

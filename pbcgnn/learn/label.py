@@ -13,7 +13,7 @@ import importlib
 import json
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -113,23 +113,25 @@ def _append_frame(path: Path, atoms: Atoms) -> None:
 
 
 def trim_torn_tail(path: Path) -> None:
-    """Cut a last frame that a kill left incomplete from pbcgnn's own extended XYZ file ``path``."""
+    """Cut a last frame that a kill left incomplete from pbcgnn's own extended XYZ file ``path``
+    (frames are a count line, a header line and that many atom lines)."""
     if not path.is_file():
         return
     lines = path.read_bytes().splitlines(keepends=True)
-    pos, good = 0, 0
-    while pos < len(lines):
+    k = good = 0
+    while k < len(lines):
         try:
-            n = int(lines[pos])
+            n = int(lines[k])
         except ValueError:
             break
-        if pos + n + 2 > len(lines) or not lines[pos + n + 1].endswith(b"\n"):
+        frame = lines[k:k + n + 2]
+        if len(frame) < n + 2 or not frame[-1].endswith(b"\n"):
             break
-        pos += n + 2
-        good = sum(len(line) for line in lines[:pos])
-    if good < path.stat().st_size:
-        log.warning("%s: removed an incomplete last frame (%d bytes) left by an interrupted run", path,
-                    path.stat().st_size - good)
+        k += n + 2
+        good += sum(len(line) for line in frame)
+    size = path.stat().st_size
+    if good < size:
+        log.warning("%s: removed an incomplete last frame (%d bytes) left by an interrupted run", path, size - good)
         with open(path, "rb+") as f:
             f.truncate(good)
 
@@ -219,8 +221,3 @@ def read_external(to_label: Sequence[Atoms], labels: Path, failures: Path) -> tu
     for frame_id in missing:
         record_failure(failures, frame_id, f"not in {labels.name}")
     return len(seen), len(missing) + len(recorded)
-
-
-def ids_of(frames: Iterable[Atoms]) -> list[str]:
-    """The ``learn_id`` of each frame."""
-    return [str(a.info[ID]) for a in frames]

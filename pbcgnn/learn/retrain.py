@@ -24,8 +24,8 @@ __all__ = ["base_data", "check_committee", "retrain"]
 log = logging.getLogger(__name__)
 
 
-def check_committee(path: str | Path) -> Config:
-    """The config of the committee checkpoint ``path``.
+def check_committee(path: str | Path) -> tuple[Config, dict]:
+    """The config and the checkpoint dict of the committee checkpoint ``path``.
 
     Raises:
         InputError: not a checkpoint, or not a committee of at least 2 members; warns when it
@@ -37,7 +37,7 @@ def check_committee(path: str | Path) -> Config:
     if not ckpt.get("calibration"):
         log.warning("%s has no spread calibration: the threshold applies to the members' raw spread "
                     "(fit one with `pbcgnn calibrate`)", path)
-    return checkpoint_config(ckpt, path)
+    return checkpoint_config(ckpt, path), ckpt
 
 
 def _converted(paths: tuple[str, ...], data: DataConfig, folder: Path, name: str) -> tuple[str, ...]:

@@ -35,7 +35,7 @@ from ..errors import InputError, ensure_writable_dir
 from ..io import read_frames, write_frames
 from ..train.lock import run_lock
 from .config import LearnConfig, resumed_options
-from .explore import explore
+from .explore import check_frames, explore
 from .label import failed_ids, label_frames, labelled_ids, load_calculator, read_external
 from .pick import pick
 from .retrain import base_data, check_committee, retrain
@@ -115,7 +115,8 @@ def _record(folder: Path, **values: Any) -> dict[str, Any]:
 
 
 def _explore_stage(out: Path, state: dict[str, Any], config: LearnConfig, device: str, progress: bool) -> str | None:
-    """Explore and score; write ``scores.csv``, ``candidates.xyz``, the record. The stop reason, if the budget is spent."""
+    """Explore and score; write ``scores.csv``, ``candidates.xyz`` and the record. The stop reason, if the
+    round or label budget is spent before."""
     r = state["round"]
     folder = round_dir(out, r)
     labels = _count(out, r - 1)
@@ -123,8 +124,10 @@ def _explore_stage(out: Path, state: dict[str, Any], config: LearnConfig, device
         return f"round budget spent: {r} rounds, --max-rounds {config.max_rounds}"
     if labels >= config.max_labels:
         return stop_reason(1.0, 1, labels, config)
-    seen = {i for q in range(r) for f in ("labelled.xyz", "failed.jsonl")
-            for i in (labelled_ids if f.endswith("xyz") else failed_ids)(round_dir(out, q) / f)}
+    seen: set[str] = set()  # a pool frame labelled, or failed, in an earlier round is not scored again
+    for q in range(r):
+        folder_q = round_dir(out, q)
+        seen |= set(labelled_ids(folder_q / "labelled.xyz")) | set(failed_ids(folder_q / "failed.jsonl"))
     found = explore(state["committee"], config, r, folder / "explore", exclude=seen, device=device,
                     progress=progress)
     buffer = io.StringIO()
@@ -206,7 +209,9 @@ def _start(config: LearnConfig, out: Path) -> dict[str, Any]:
     if (out / "state.json").is_file():
         raise InputError("holds a learning run (state.json): continue it with --resume, or choose another --out",
                          path=out)
-    base = base_data(config, check_committee(config.committee), out)
+    committee, ckpt = check_committee(config.committee)
+    check_frames(config, ckpt.get("elements"), bool(ckpt.get("periodic", True)))
+    base = base_data(config, committee, out)
     state = {"format": STATE_FORMAT, "options": config.to_dict(), "base": asdict(base), "round": 0,
              "stage": "explore", "committee": config.committee, "stopped": None}
     _save(out, state)
@@ -219,7 +224,8 @@ def _resume(out: Path, given: dict[str, Any]) -> tuple[LearnConfig, dict[str, An
         raise InputError("expected a learning run to resume (state.json), found none", path=out)
     state = json.loads((out / "state.json").read_text())
     if state.get("format") != STATE_FORMAT:
-        raise InputError(f"expected state format {STATE_FORMAT}, found {state.get('format')!r}", path=out / "state.json")
+        raise InputError(f"expected state format {STATE_FORMAT}, found {state.get('format')!r}",
+                         path=out / "state.json")
     config = resumed_options(LearnConfig.from_dict(state["options"]), given)
     if state["stopped"] is not None and (round_dir(out, state["round"]) / "round.json").is_file():
         _record(round_dir(out, state["round"]), stopped=None)  # the stop rule is checked again with these options

@@ -16,6 +16,7 @@ from pbcgnn.learn.label import structure_of
 from pbcgnn.train.run import fit
 
 HERE = Path(__file__).resolve().parent
+REPO_DATA = HERE.parents[1] / "data"
 #: 2 members of 8 features: seconds to train, and members that disagree.
 TINY = ModelConfig(hidden_channels=8, num_filters=8, num_interactions=1, num_rbf=6, cutoff=3.0, dtype="float64")
 TRAIN = TrainConfig(epochs=2, batch_size=4, lr=5e-3, ema_decay=0.9, seed=0, device="cpu")

@@ -60,14 +60,19 @@ def emt_killed() -> EMT:
     return EMT() if after is None else _Crashing(int(after), kill=True)
 
 
-def emt_crashing_after(after: int) -> EMT:
-    """EMT raising :class:`Crash` after ``after`` calculations (for tests that patch the labeller in)."""
-    return _Crashing(after, kill=False)
-
-
 def raising() -> EMT:
     raise RuntimeError("no licence for the reference code")
 
 
 def not_a_calculator() -> int:
     return 42
+
+
+#: Environment variable: the number of calculations after which :func:`emt_crash` raises :class:`Crash`.
+CRASH_AFTER = "PBCGNN_TEST_CRASH_AFTER"
+
+
+def emt_crash() -> EMT:
+    """EMT that raises :class:`Crash` after ``$PBCGNN_TEST_CRASH_AFTER`` calculations (plain EMT without it)."""
+    after = os.environ.get(CRASH_AFTER)
+    return EMT() if after is None else _Crashing(int(after), kill=False)
