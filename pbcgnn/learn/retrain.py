@@ -16,6 +16,7 @@ from ..checkpoint import checkpoint_config, read_checkpoint
 from ..config import Config, DataConfig
 from ..errors import InputError
 from ..io import read_frames, write_frames
+from ..model.calibration import Calibration
 from ..train.run import FitResult, fit
 from .config import LearnConfig
 
@@ -34,7 +35,7 @@ def check_committee(path: str | Path) -> tuple[Config, dict]:
     ckpt = read_checkpoint(path)
     if len(ckpt.get("members") or []) < 2:
         raise InputError("expected a committee checkpoint (train with --committee N, N >= 2)", path=path)
-    if not ckpt.get("calibration"):
+    if Calibration.from_dict(ckpt.get("calibration"), path).is_identity:
         log.warning("%s has no spread calibration: the threshold applies to the members' raw spread "
                     "(fit one with `pbcgnn calibrate`)", path)
     return checkpoint_config(ckpt, path), ckpt

@@ -132,3 +132,14 @@ def test_a_pool_is_scored_and_no_frame_is_labelled_twice(options, emt_water, tmp
     ids = [[a.info["learn_id"] for a in read_frames(out / f"round_{r:03d}" / "labelled.xyz")] for r in (0, 1)]
     assert sorted(ids[0] + ids[1]) == ["pool-000000", "pool-000001", "pool-000002"]
     assert [_record(out, r)["explored"] for r in (0, 1, 2)] == [3, 1, 0]
+
+
+def test_a_trajectory_that_blows_up_keeps_its_frames_and_the_loop_goes_on(options, tmp_path):
+    out = tmp_path / "run"
+    result = learn(options(max_rounds=1, timestep_fs=3.0, steps=200, temperatures_K=(3000.0,)), out)
+    record = _record(out, 0)
+    assert list(record["md_failures"]) == ["md00"] and "during MD steps" in record["md_failures"]["md00"]
+    assert (out / "round_000" / "explore" / "md00" / "failed.json").is_file()
+    steps = [int(r["id"][-6:]) for r in csv.DictReader(open(out / "round_000" / "scores.csv"))]
+    assert steps == list(range(4, 4 * len(steps) + 1, 4)) and 0 < len(steps) < 50  # the frames before it stopped
+    assert result.status == "stopped" and result.labels == 2
