@@ -71,9 +71,10 @@ from .eval import evaluate  # noqa: E402
 from .export import export  # noqa: E402
 from .inspect import inspect  # noqa: E402
 from .ipi import ipi  # noqa: E402
+from .learn import learn  # noqa: E402
 from .md import md  # noqa: E402
 from .select import select  # noqa: E402
 from .train import train  # noqa: E402
 
-for _command in (train, evaluate, calibrate, inspect, md, ipi, analyze, select, export):
+for _command in (train, evaluate, calibrate, inspect, md, ipi, analyze, select, export, learn):
     main.add_command(_command)

@@ -108,6 +108,18 @@ def test_inference_does_not_import_training():
         assert not training, f"{user} imports {training}"
 
 
+def test_the_learning_loop_sits_above_md():
+    """pbcgnn.learn uses md, the calculator and training; nothing below it imports it, and it
+    imports nothing above it (analysis, export)."""
+    inside = {m for m in MODULES if m == "pbcgnn.learn" or m.startswith("pbcgnn.learn.")}
+    assert inside >= {"pbcgnn.learn.rounds", "pbcgnn.learn.explore", "pbcgnn.learn.label"}
+    users = sorted(m for m in set(MODULES) - inside if GRAPH[m] & inside)
+    assert not users, f"{users} import pbcgnn.learn"
+    above = sorted(f"{m}: {t}" for m in inside for t in GRAPH[m] if t in ("pbcgnn.analysis", "pbcgnn.export"))
+    assert not above, above
+    assert "pbcgnn.md" in GRAPH["pbcgnn.learn.explore"] and "pbcgnn.train.run" in GRAPH["pbcgnn.learn.retrain"]
+
+
 def test_lazy_imports_are_optional_engines_only():
     """Function-local imports of pbcgnn modules (relative or absolute) are only of the modules
     that wrap optional engines, never a way to hide a cycle."""
