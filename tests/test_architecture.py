@@ -146,3 +146,13 @@ def test_functions_and_modules_are_short(name):
             if lines > MAX_FUNCTION_LINES:
                 long.append(f"{fn.name}: {lines} lines")
     assert not long, f"{name}: " + ", ".join(long)
+
+
+def test_every_subpackage_is_installed():
+    """pyproject's explicit package list names every folder of pbcgnn with an __init__.py, so a
+    non-editable install (a wheel) holds all of them."""
+    import tomllib
+    repo = PACKAGE.parent
+    listed = set(tomllib.loads((repo / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(repo).parts) for p in PACKAGE.rglob("__init__.py")}
+    assert found - listed == set()
