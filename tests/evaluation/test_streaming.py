@@ -3,7 +3,6 @@ those of all predictions at once on a real file; memory does not grow with the n
 from __future__ import annotations
 
 import gc
-import importlib
 import json
 import math
 import tracemalloc
@@ -11,12 +10,8 @@ import tracemalloc
 import ase.io
 import numpy as np
 import pytest
-import torch
-from ase import Atoms
-from ase.calculators.singlepoint import SinglePointCalculator
 
-from pbcgnn.checkpoint import build_model, combine_checkpoints, load_checkpoint, save_checkpoint
-from pbcgnn.config import CommitteeConfig, Config, DataConfig, ModelConfig
+from pbcgnn.checkpoint import load_checkpoint
 from pbcgnn.dataset import FrameDataset
 from pbcgnn.errors import InputError
 from pbcgnn.evaluation import running as running_module
@@ -25,38 +20,9 @@ from pbcgnn.evaluation.predict import predict, predictions_to_atoms
 from pbcgnn.evaluation.report import evaluate
 from pbcgnn.evaluation.running import ReservoirSample, RunningMetrics
 from pbcgnn.io import read_frames, write_frames
-from pbcgnn.model.calibration import Calibration, PowerLaw
 
-predict_module = importlib.import_module("pbcgnn.evaluation.predict")  # the package exports a function of this name
-TINY = ModelConfig(hidden_channels=8, num_filters=8, num_interactions=1, num_rbf=6, cutoff=3.0)
 #: Scores taken from the sample of atoms: estimates once a file has more atoms than the sample.
 SAMPLED = {"spearman_forces_atoms", "miscalibration_area_forces"}
-
-
-@pytest.fixture(scope="module")
-def committee_checkpoint(tmp_path_factory, bundled_n2p2):
-    """A committee of two random tiny H/O models, with a power-law spread calibration."""
-    config = Config(data=DataConfig(paths=(str(bundled_n2p2),)), committee=CommitteeConfig(size=2), model=TINY)
-    members = []
-    for seed in (0, 1):
-        torch.manual_seed(seed)
-        model = build_model(config)
-        with torch.no_grad():  # an untrained readout starts at zero: members would agree exactly
-            for param in model.parameters():
-                param.add_(0.3 * torch.randn_like(param))
-        members.append({"config": config.replace(committee={"size": 1}).to_dict(), "epoch": 0, "elements": [1, 8],
-                        "model": model.state_dict()})
-    path = tmp_path_factory.mktemp("committee") / "best.pt"
-    calibration = Calibration(energy=PowerLaw(2.5, 1.0), forces=PowerLaw(0.3, 0.5))
-    save_checkpoint(path, {**combine_checkpoints(config, members, [path.parent] * 2),
-                           "calibration": calibration.to_dict()})
-    return path
-
-
-@pytest.fixture
-def small_chunks(monkeypatch):
-    """Chunks of 4 frames (batches of 2): a 16-frame file is evaluated in 4 chunks."""
-    monkeypatch.setattr(predict_module, "CHUNK_FRAMES", 4)
 
 
 def assert_same_metrics(streamed: dict, in_memory: dict, rel: float = 1e-12, skip=frozenset()) -> None:
@@ -93,11 +59,11 @@ def test_reservoir_sample_does_not_depend_on_the_chunks():
     np.testing.assert_array_equal(small.rows, rows[:60])  # fewer rows than the size: all, in order
 
 
-def test_streamed_eval_equals_the_in_memory_one(committee_checkpoint, bundled_n2p2, tmp_path, small_chunks,
+def test_streamed_eval_equals_the_in_memory_one(random_committee, bundled_n2p2, tmp_path, small_chunks,
                                                 one_thread):
     """Metrics to 1e-12 (sums in another order), predictions.xyz byte for byte."""
-    results = evaluate(committee_checkpoint, [bundled_n2p2], tmp_path, batch_size=2)
-    pred, expected = in_memory(committee_checkpoint, bundled_n2p2)
+    results = evaluate(random_committee, [bundled_n2p2], tmp_path, batch_size=2)
+    pred, expected = in_memory(random_committee, bundled_n2p2)
     assert expected["n_frames"] == 16 and "nll_forces" in expected
     for name in (str(bundled_n2p2), "total"):
         assert_same_metrics(results[name], expected)
@@ -109,23 +75,23 @@ def test_streamed_eval_equals_the_in_memory_one(committee_checkpoint, bundled_n2
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no partial file left
 
 
-def test_two_files_and_their_total(committee_checkpoint, bundled_n2p2, tmp_path, small_chunks, one_thread):
+def test_two_files_and_their_total(random_committee, bundled_n2p2, tmp_path, small_chunks, one_thread):
     frames = read_frames(bundled_n2p2)
     first, second = tmp_path / "first.xyz", tmp_path / "second.xyz"
     write_frames(first, frames[:7])
     write_frames(second, frames[7:])
-    results = evaluate(committee_checkpoint, [first, second], tmp_path / "out", batch_size=2, plot=False)
-    _, expected = in_memory(committee_checkpoint, bundled_n2p2)
+    results = evaluate(random_committee, [first, second], tmp_path / "out", batch_size=2, plot=False)
+    _, expected = in_memory(random_committee, bundled_n2p2)
     # frames 0-6 and 7-15 batch differently from the whole file: float32 sums to 1e-6
     assert_same_metrics(results["total"], expected, rel=1e-5)
-    assert_same_metrics(results[str(first)], in_memory(committee_checkpoint, first)[1])
+    assert_same_metrics(results[str(first)], in_memory(random_committee, first)[1])
     assert results[str(second)]["n_frames"] == 9
 
 
-def test_a_small_sample_changes_only_the_sampled_scores(committee_checkpoint, bundled_n2p2, monkeypatch):
+def test_a_small_sample_changes_only_the_sampled_scores(random_committee, bundled_n2p2, monkeypatch):
     """With fewer sampled atoms than the file has, every sum and per-frame metric stays exact."""
-    pred, expected = in_memory(committee_checkpoint, bundled_n2p2)
-    model, _ = load_checkpoint(committee_checkpoint)
+    pred, expected = in_memory(random_committee, bundled_n2p2)
+    model, _ = load_checkpoint(random_committee)
     running = RunningMetrics(sample_atoms=100)
     running.add(pred)
     streamed = running.metrics(model.calibration)
@@ -136,39 +102,21 @@ def test_a_small_sample_changes_only_the_sampled_scores(committee_checkpoint, bu
     assert len(running_module.RunningMetrics().sample.rows) == 0 and running_module.RunningMetrics().sample.size == 100
 
 
-def test_a_bad_frame_midway_leaves_no_predictions_file(committee_checkpoint, bundled_n2p2, tmp_path, small_chunks):
+def test_a_bad_frame_midway_leaves_no_predictions_file(random_committee, bundled_n2p2, tmp_path, small_chunks):
     frames = read_frames(bundled_n2p2)
     frames[13].numbers[0] = 6  # carbon in the fourth chunk, after three were evaluated and written
     path = tmp_path / "late.xyz"
     write_frames(path, frames)
     with pytest.raises(InputError, match=r"late\.xyz: frame 13: element\(s\) C not in the model's training set"):
-        evaluate(committee_checkpoint, [path], tmp_path / "out", batch_size=2)
+        evaluate(random_committee, [path], tmp_path / "out", batch_size=2)
     assert list((tmp_path / "out").iterdir()) == []
 
 
-def water_frames(n: int, seed: int = 0) -> list[Atoms]:
-    """``n`` labelled single-water frames in a 6 A box (3 atoms each: fast)."""
-    rng = np.random.default_rng(seed)
-    base = np.array([[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0]]) + 3.0
-    frames = []
-    for _ in range(n):
-        atoms = Atoms("OH2", positions=base + rng.normal(0, 0.05, (3, 3)), cell=np.eye(3) * 6.0, pbc=True)
-        atoms.calc = SinglePointCalculator(atoms, energy=float(rng.normal(-14.0, 0.1)),
-                                           forces=rng.normal(0, 1, (3, 3)))
-        frames.append(atoms)
-    return frames
-
-
-def test_memory_does_not_grow_with_the_frames(tmp_path, monkeypatch):
+def test_memory_does_not_grow_with_the_frames(water_model, water_frames, tmp_path, monkeypatch):
     """Python/numpy memory (tracemalloc) of evaluations of 100 and of 500 frames: what is held
     after each chunk (garbage collected), and the peak, grow by less than 0.5 MB for the 400 more
     frames (the numbers kept per frame are about 10 KB). Holding the frames or all predictions, as
     an evaluation in memory does, would take about 6 KB per 3-atom frame here: 2.4 MB."""
-    config = Config(data=DataConfig(paths=("unused.xyz",)), model=TINY)
-    torch.manual_seed(0)
-    checkpoint = tmp_path / "water.pt"
-    save_checkpoint(checkpoint, {"config": config.to_dict(), "model": build_model(config).state_dict(),
-                                 "elements": [1, 8], "metrics": {}, "epoch": 0})
     monkeypatch.setattr(running_module, "SAMPLE_ATOMS", 60)  # saturated after 20 frames
     held: list[int] = []
     add = RunningMetrics.add
@@ -188,7 +136,7 @@ def test_memory_does_not_grow_with_the_frames(tmp_path, monkeypatch):
         gc.freeze()  # what exists now is never collected: gc.collect() above stays fast
         tracemalloc.start()
         try:
-            evaluate(checkpoint, [path], tmp_path / f"out{n}", batch_size=16, plot=False)
+            evaluate(water_model, [path], tmp_path / f"out{n}", batch_size=16, plot=False)
             peaks[n], most[n] = tracemalloc.get_traced_memory()[1], max(held)
         finally:
             tracemalloc.stop()
