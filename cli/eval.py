@@ -35,6 +35,9 @@ def evaluate(checkpoint, data, fmt, length_unit, energy_unit, energy_key, forces
     rank correlation of per-frame spread and error (rho), the errors within 1 and 2 sigma (ideal
     68.3 and 95.4 %), miscalibration area (0 is ideal), mean negative log-likelihood (errors in
     meV) and RMS error over RMS spread (err/sd, ideal 1); binned in calibration.png.
+
+    DATA of any size is read and evaluated a chunk of frames at a time, in bounded memory; plots
+    draw at most 200,000 force components (a seeded sample of larger files).
     """
     from pbcgnn.device import resolve_device
     from pbcgnn.errors import ensure_writable_dir

@@ -19,28 +19,20 @@ def inspect(data: tuple[str, ...], fmt: str | None, length_unit: str | None, ene
 
     Every frame is read and checked as `pbcgnn train` checks it (a frame without an energy,
     overlapping atoms, ...); the first problem is reported with its file and line (or frame)
-    and the command exits 1.
+    and the command exits 1. Files are read one frame at a time: any size fits in memory.
     """
-    import numpy as np
-
-    from pbcgnn.dataset import check_frames
-    from pbcgnn.io import read_frames
+    from pbcgnn.dataset import summarize_frames
+    from pbcgnn.io import iter_frames
 
     for path in data:
-        frames = read_frames(path, format=fmt, length_unit=length_unit, energy_unit=energy_unit,
-                             require_energy=not structures, energy_key=energy_key, forces_key=forces_key,
-                             stress_key=stress_key)
-        check_frames(frames)
-        natoms = np.array([len(a) for a in frames])
-        symbols = sorted({s for a in frames for s in a.get_chemical_symbols()})
-        energies = [a.calc.results["energy"] / len(a) for a in frames if a.calc is not None and "energy" in a.calc.results]
-        with_forces = sum(bool(a.info.get("has_forces", False)) for a in frames)
+        s = summarize_frames(iter_frames(path, format=fmt, length_unit=length_unit, energy_unit=energy_unit,
+                                         require_energy=not structures, energy_key=energy_key,
+                                         forces_key=forces_key, stress_key=stress_key))
         click.echo(f"{path}")
-        click.echo(f"  frames        {len(frames)} ({with_forces} with forces)")
-        click.echo(f"  atoms/frame   {natoms.min()}-{natoms.max()} ({natoms.sum()} in all)")
-        click.echo(f"  elements      {' '.join(symbols)}")
-        if energies:
-            click.echo(f"  energy/atom   {min(energies):.6f} to {max(energies):.6f} eV")
-        volumes = [a.cell.volume for a in frames if a.pbc.all()]
-        if volumes:
-            click.echo(f"  cell volume   {min(volumes):.2f} to {max(volumes):.2f} A^3")
+        click.echo(f"  frames        {s.frames} ({s.with_forces} with forces)")
+        click.echo(f"  atoms/frame   {s.atoms_min}-{s.atoms_max} ({s.atoms} in all)")
+        click.echo(f"  elements      {' '.join(sorted(s.symbols))}")
+        if s.energy_range is not None:
+            click.echo(f"  energy/atom   {s.energy_range[0]:.6f} to {s.energy_range[1]:.6f} eV")
+        if s.volume_range is not None:
+            click.echo(f"  cell volume   {s.volume_range[0]:.2f} to {s.volume_range[1]:.2f} A^3")

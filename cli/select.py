@@ -25,6 +25,8 @@ def select(checkpoint, pool, fmt, length_unit, energy_unit, n, out, out_format, 
 
     Spreads are the committee's calibrated standard deviations (the members' raw ones for a
     checkpoint without a calibration; see `pbcgnn calibrate`), in meV/A (forces) or meV/atom (energy).
+    POOL of any size is read as it goes (checked, scored, then the chosen frames picked out), in
+    bounded memory.
     """
     from pbcgnn.device import resolve_device
     from pbcgnn.select import select_frames

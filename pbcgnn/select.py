@@ -1,19 +1,25 @@
-"""Query by committee: rank a pool of frames by a committee's calibrated spread and write the most informative ones."""
+"""Query by committee: rank a pool of frames by a committee's calibrated spread and write the most informative ones.
+
+The pool is read as a stream, three times, in memory that does not grow with its size: every
+frame is checked, then scored a chunk of frames at a time (keeping three spreads per frame), then
+the chosen frames are picked out of a last pass and written.
+"""
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 from ase import Atoms
 
 from .checkpoint import load_checkpoint
-from .dataset import FrameDataset
+from .dataset import check_frames, iter_graphs
 from .errors import InputError, ensure_writable_dir
 from .evaluation.metrics import SPREAD_MEASURES, frame_spread
-from .evaluation.predict import predict
-from .io import read_frames, write_format, write_frames
+from .evaluation.predict import graph_chunks, predict
+from .io import iter_frames, write_format, write_frames
 from .io.checks import check_supported
 from .model import Committee
 
@@ -87,17 +93,15 @@ def select_frames(
     if model.calibration.is_identity:
         log.warning("%s has no spread calibration: ranking by the members' raw spread (fit one with "
                     "`pbcgnn calibrate`)", checkpoint)
-    opts = dict(format=format, length_unit=length_unit, energy_unit=energy_unit)
-    frames = read_frames(pool, require_energy=False, **opts)
-    for k, atoms in enumerate(frames):  # the check of eval and md: a spread on unknown elements means nothing
-        check_supported(atoms, ckpt.get("elements"), bool(ckpt.get("periodic", True)), pool, k)
-    dataset = FrameDataset(pool, model.cutoff, require_energy=False, **opts)
-    pred = predict(model, dataset, device=device, batch_size=batch_size)
-    spread = frame_spread(pred.energy_std, pred.forces_std, pred.natoms)
-    chosen = rank_by_spread(spread[by], n)
+    read = dict(format=format, length_unit=length_unit, energy_unit=energy_unit, require_energy=False)
+    support = {"elements": ckpt.get("elements"), "periodic": bool(ckpt.get("periodic", True))}
+    size = check_frames(_supported(pool, read, **support))  # all of it before hours of scoring
+    spread = _score(model, iter_graphs(pool, model.cutoff, **support, **read), device, batch_size)
+    chosen = rank_by_spread(spread[by], n).tolist()
+    picked = _pick(iter_frames(pool, **read), chosen)
     selected, rows = [], []
-    for k in chosen.tolist():
-        src = frames[k]
+    for k in chosen:
+        src = picked[k]
         atoms = Atoms(numbers=src.numbers, positions=src.positions, cell=src.cell, pbc=src.pbc)
         atoms.info.update(pool_index=k, committee_spread=float(spread[by][k]), committee_spread_measure=by,
                           comment=f"pbcgnn select: pool frame {k} of {os.fspath(pool)}, "
@@ -105,5 +109,35 @@ def select_frames(
         selected.append(atoms)
         rows.append({"pool_index": k, **{m: float(spread[m][k]) for m in SPREAD_MEASURES}})
     write_frames(out, selected, format=out_format)
-    log.info("selected %d of %d frames by %s spread into %s", len(selected), len(frames), by, out)
+    log.info("selected %d of %d frames by %s spread into %s", len(selected), size, by, out)
     return rows
+
+
+def _supported(pool: str | os.PathLike, read: dict, elements: Sequence[int] | None,
+               periodic: bool) -> Iterator[Atoms]:
+    """The pool's frames, each checked as eval and md check it: a spread on unknown elements means nothing."""
+    for k, atoms in enumerate(iter_frames(pool, **read)):
+        check_supported(atoms, elements, periodic, pool, k)
+        yield atoms
+
+
+def _score(model: Committee, graphs: Iterator, device: str, batch_size: int) -> dict[str, np.ndarray]:
+    """The per-frame spreads (:func:`~pbcgnn.evaluation.metrics.frame_spread`) of a stream of
+    graphs, predicted a chunk at a time: [F] each, nothing per atom kept."""
+    parts: dict[str, list[np.ndarray]] = {m: [] for m in SPREAD_MEASURES}
+    for chunk in graph_chunks(graphs, batch_size):
+        pred = predict(model, chunk, device=device, batch_size=batch_size)
+        for measure, values in frame_spread(pred.energy_std, pred.forces_std, pred.natoms).items():
+            parts[measure].append(values)
+    return {m: np.concatenate(values) for m, values in parts.items()}
+
+
+def _pick(frames: Iterator[Atoms], wanted: Sequence[int]) -> dict[int, Atoms]:
+    """The frames of the given indices, read up to the last of them (checked already: no need to read on)."""
+    wanted_set, picked = set(wanted), {}
+    for k, atoms in enumerate(frames):
+        if k in wanted_set:
+            picked[k] = atoms
+            if len(picked) == len(wanted_set):
+                break
+    return picked

@@ -149,3 +149,75 @@ def run_ipi(tmp_path) -> Callable[..., IpiRun]:
                       [(p.returncode, log) for p, log in zip(procs, logs)])
 
     return run
+
+
+# ------------------------------------------------------------------ streamed evaluation and selection
+def _tiny_model_config(size: int = 1):
+    from pbcgnn.config import CommitteeConfig, Config, DataConfig, ModelConfig
+
+    return Config(data=DataConfig(paths=("unused.xyz",)), committee=CommitteeConfig(size=size),
+                  model=ModelConfig(hidden_channels=8, num_filters=8, num_interactions=1, num_rbf=6, cutoff=3.0))
+
+
+@pytest.fixture(scope="session")
+def water_model(tmp_path_factory) -> Path:
+    """The checkpoint of an untrained tiny H/O model (3 A cutoff)."""
+    from pbcgnn.checkpoint import build_model, save_checkpoint
+
+    config = _tiny_model_config()
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("water_model") / "best.pt"
+    save_checkpoint(path, {"config": config.to_dict(), "model": build_model(config).state_dict(),
+                           "elements": [1, 8], "metrics": {}, "epoch": 0})
+    return path
+
+
+@pytest.fixture(scope="session")
+def random_committee(tmp_path_factory) -> Path:
+    """The checkpoint of a committee of two random tiny H/O models, with a power-law spread calibration."""
+    from pbcgnn.checkpoint import build_model, combine_checkpoints, save_checkpoint
+    from pbcgnn.model.calibration import Calibration, PowerLaw
+
+    config = _tiny_model_config(size=2)
+    members = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = build_model(config)
+        with torch.no_grad():  # an untrained readout starts at zero: members would agree exactly
+            for param in model.parameters():
+                param.add_(0.3 * torch.randn_like(param))
+        members.append({"config": config.replace(committee={"size": 1}).to_dict(), "epoch": 0, "elements": [1, 8],
+                        "model": model.state_dict()})
+    path = tmp_path_factory.mktemp("committee") / "best.pt"
+    calibration = Calibration(energy=PowerLaw(2.5, 1.0), forces=PowerLaw(0.3, 0.5))
+    save_checkpoint(path, {**combine_checkpoints(config, members, [path.parent] * 2),
+                           "calibration": calibration.to_dict()})
+    return path
+
+
+@pytest.fixture(scope="session")
+def water_frames() -> Callable[..., list[Atoms]]:
+    """``water_frames(n, seed=0)``: ``n`` labelled single-water frames in a 6 A box (3 atoms: fast)."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    def make(n: int, seed: int = 0) -> list[Atoms]:
+        rng = np.random.default_rng(seed)
+        base = np.array([[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0]]) + 3.0
+        frames = []
+        for _ in range(n):
+            atoms = Atoms("OH2", positions=base + rng.normal(0, 0.05, (3, 3)), cell=np.eye(3) * 6.0, pbc=True)
+            atoms.calc = SinglePointCalculator(atoms, energy=float(rng.normal(-14.0, 0.1)),
+                                               forces=rng.normal(0, 1, (3, 3)))
+            frames.append(atoms)
+        return frames
+
+    return make
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """Streamed passes predict chunks of 4 frames (with batches of 2: a 16-frame file in 4 chunks)."""
+    import importlib
+
+    predict = importlib.import_module("pbcgnn.evaluation.predict")  # the package exports a function of this name
+    monkeypatch.setattr(predict, "CHUNK_FRAMES", 4)

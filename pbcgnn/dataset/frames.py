@@ -1,11 +1,12 @@
-"""FrameDataset: labelled frames as periodic PyG graphs, kept in memory and cached on disk."""
+"""Labelled frames as periodic PyG graphs: :class:`FrameDataset` (in memory, cached on disk) and
+:func:`iter_graphs` (the same graphs one at a time, for passes over files larger than memory)."""
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -14,12 +15,12 @@ from torch_geometric.data import Data, InMemoryDataset
 
 from ..errors import InputError
 from ..graph import MIN_DISTANCE, atoms_to_graph
-from ..io import check_path, read_frames
+from ..io import check_path, iter_frames, read_frames
 from ..io.checks import check_supported
 from ..neighbors import STORED_BYTES_PER_EDGE, check_list_memory, estimate_edges
 from .splits import file_sha256, split_indices
 
-__all__ = ["FrameDataset", "check_frames", "GRAPH_VERSION"]
+__all__ = ["FrameDataset", "check_frames", "checked_frames", "frame_graph", "iter_graphs", "GRAPH_VERSION"]
 
 log = logging.getLogger(__name__)
 
@@ -141,11 +142,7 @@ class FrameDataset(InMemoryDataset):
         for path in self.paths:
             frames = read_frames(path, **self.options)
             self._check_memory(path, frames)
-            for k, atoms in enumerate(frames):
-                check_supported(atoms, self.support["elements"], self.support["periodic"], path, k)
-                data = atoms_to_graph(atoms, self.cutoff, index=k)
-                data.source = str(atoms.info.get("source", f"{path}: frame {k}"))
-                graphs.append(data)
+            graphs += [frame_graph(atoms, self.cutoff, path, k, **self.support) for k, atoms in enumerate(frames)]
             log.info("%s: %d frames -> graphs at cutoff %.3g A", path, len(frames), self.cutoff)
         return graphs
 
@@ -172,8 +169,37 @@ class FrameDataset(InMemoryDataset):
         return [self[idx] for idx in split_indices(len(self), fractions, seed)]
 
 
-def check_frames(frames: Sequence[Atoms]) -> None:
-    """What building training graphs checks beyond the reader, without keeping the graphs.
+def frame_graph(atoms: Atoms, cutoff: float, path: str | os.PathLike, index: int,
+                elements: Sequence[int] | None = None, periodic: bool = False) -> Data:
+    """Frame ``index`` of ``path`` as the graph :class:`FrameDataset` holds (``source`` included),
+    after the check of a model's support (:func:`pbcgnn.io.checks.check_supported`)."""
+    check_supported(atoms, elements, periodic, path, index)
+    data = atoms_to_graph(atoms, cutoff, index=index)
+    data.source = str(atoms.info.get("source", f"{path}: frame {index}"))
+    return data
+
+
+def iter_graphs(path: str | os.PathLike, cutoff: float, elements: Sequence[int] | None = None,
+                periodic: bool = False, **read_options) -> Iterator[Data]:
+    """The graphs of :class:`FrameDataset` ``(path, cutoff, ...)``, equal item by item, built one
+    frame at a time as the file is read (:func:`pbcgnn.io.iter_frames`): bounded memory.
+
+    Args:
+        path: a data file.
+        cutoff: neighbour radius in Angstrom.
+        elements, periodic: refuse frames a model cannot know, as :class:`FrameDataset` does.
+        read_options: :func:`pbcgnn.io.iter_frames` keywords (format, units, label keys, ...).
+
+    Raises:
+        InputError: as :class:`FrameDataset`, when the iteration reaches the bad frame.
+    """
+    path = check_path(path).resolve()  # as FrameDataset: sources and errors name the resolved path
+    for k, atoms in enumerate(iter_frames(path, **read_options)):
+        yield frame_graph(atoms, cutoff, path, k, elements, periodic)
+
+
+def checked_frames(frames: Iterable[Atoms]) -> Iterator[Atoms]:
+    """``frames``, each after what building training graphs checks beyond the reader.
 
     :func:`pbcgnn.graph.atoms_to_graph` at a radius of :data:`pbcgnn.graph.MIN_DISTANCE` finds
     only overlapping pairs, so this is cheap and runs exactly the checks training runs.
@@ -183,3 +209,13 @@ def check_frames(frames: Sequence[Atoms]) -> None:
     """
     for k, atoms in enumerate(frames):
         atoms_to_graph(atoms, MIN_DISTANCE, index=k)
+        yield atoms
+
+
+def check_frames(frames: Iterable[Atoms]) -> int:
+    """Run :func:`checked_frames` over ``frames`` (a list, or a stream read one at a time).
+
+    Returns:
+        The number of frames.
+    """
+    return sum(1 for _ in checked_frames(frames))

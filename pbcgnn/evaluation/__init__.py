@@ -1,5 +1,6 @@
 """Evaluation, in order of dependence: predictions (used by training), pure error and calibration
-metrics, then the checkpoint-driven report (:mod:`pbcgnn.evaluation.report`, ``pbcgnn eval``) and
+metrics, the same metrics added up over a stream of predictions (:mod:`pbcgnn.evaluation.running`),
+then the checkpoint-driven report (:mod:`pbcgnn.evaluation.report`, ``pbcgnn eval``) and
 its plots, which this package does not import: training never loads them."""
 from __future__ import annotations
 

@@ -7,24 +7,34 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
-from .calibration import binned_rms, calibration_samples
-from .metrics import calibration_metrics, error_metrics
+from .calibration import binned_rms
 from .predict import Predictions
+from .running import RunningMetrics
 
 __all__ = ["parity_plot", "calibration_plot", "learning_curve_plot"]
 
 
-def parity_plot(pred: Predictions, path: str | os.PathLike) -> None:
-    """Energy per atom (eV/atom) and force components (eV/Angstrom), predicted vs reference."""
-    m = error_metrics(pred)
+def _running(pred: Predictions | RunningMetrics) -> RunningMetrics:
+    return pred if isinstance(pred, RunningMetrics) else RunningMetrics.of(pred)
+
+
+def parity_plot(pred: Predictions | RunningMetrics, path: str | os.PathLike) -> None:
+    """Energy per atom (eV/atom) and force components (eV/Angstrom), predicted vs reference.
+
+    Every frame's energy is drawn; the forces of predictions added to a :class:`RunningMetrics`
+    are its sample (every atom up to :data:`~pbcgnn.evaluation.running.SAMPLE_ATOMS`, then a
+    seeded random subset of that many), those of :class:`Predictions` all.
+    """
+    running = _running(pred)
+    m = running.metrics()
     fig = Figure(figsize=(10, 4.6), layout="constrained")  # a figure of its own: pyplot's state untouched
     ax_e, ax_f = fig.subplots(1, 2)
-    e_ref, e = pred.energy_ref / pred.natoms, pred.energy / pred.natoms
+    e_ref, e, f_ref, f = running.parity_points()
     _panel(ax_e, e_ref, e, "energy per atom (eV/atom)",
            f"RMSE {m['energy_rmse_mev_per_atom']:.2f} meV/atom, MAE {m['energy_mae_mev_per_atom']:.2f}")
-    mask = pred.atom_has_forces
-    _panel(ax_f, pred.forces_ref[mask].ravel(), pred.forces[mask].ravel(), "force component (eV/A)",
-           f"RMSE {m['force_rmse_mev_per_A']:.1f} meV/A, MAE {m['force_mae_mev_per_A']:.1f}")
+    _panel(ax_f, f_ref, f, "force component (eV/A)",
+           f"RMSE {m['force_rmse_mev_per_A']:.1f} meV/A, MAE {m['force_mae_mev_per_A']:.1f}"
+           + _sampled(running))
     fig.suptitle(f"{m['n_frames']} frames, {m['n_atoms']} atoms")
     fig.savefig(path, dpi=120)
 
@@ -39,17 +49,24 @@ def _panel(ax, ref: np.ndarray, pred: np.ndarray, label: str, title: str) -> Non
     ax.set_title(title, fontsize=10)
 
 
-def calibration_plot(pred: Predictions, path: str | os.PathLike, bins: int = 10) -> None:
+def _sampled(running: RunningMetrics) -> str:
+    """A title's note that the force panel shows a sample, when it does."""
+    sample = running.sample
+    return f"\n{len(sample.rows)} of {sample.seen} atoms drawn" if sample.seen > len(sample.rows) else ""
+
+
+def calibration_plot(pred: Predictions | RunningMetrics, path: str | os.PathLike, bins: int = 10) -> None:
     """A committee's calibrated spread against the error of its mean, for the energy per atom
     (meV/atom, one sample per frame) and the force components (meV/Angstrom), on log axes: every
     sample faint, the RMS error of bins of similar spread against their RMS spread
     (:func:`pbcgnn.evaluation.calibration.binned_rms`), and the diagonal a calibrated committee
-    follows."""
-    m = calibration_metrics(pred)
+    follows. Force components are those of the sample, as in :func:`parity_plot`."""
+    running = _running(pred)
+    m = running.metrics()
     fig = Figure(figsize=(10, 4.6), layout="constrained")
     axes = fig.subplots(1, 2)
     units = {"energy": "meV/atom", "forces": "meV/A"}
-    for ax, (key, (err, sigma, _)) in zip(axes, calibration_samples(pred, raw=False).items()):
+    for ax, (key, (err, sigma)) in zip(axes, running.calibration_points().items()):
         x, y = 1000 * sigma, 1000 * np.abs(err)
         ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
         if ok.any():
@@ -65,7 +82,7 @@ def calibration_plot(pred: Predictions, path: str | os.PathLike, bins: int = 10)
         covered = 100 * m[f"coverage_1sigma_{key}"]
         ax.set_title(f"{key}: Spearman {m[f'spearman_{key}']:.2f}, within 1 sigma {covered:.0f} % (ideal 68), "
                      f"NLL {m[f'nll_{key}']:.2f}", fontsize=9)
-    fig.suptitle(f"{len(pred.natoms)} frames, committee calibration")
+    fig.suptitle(f"{m['n_frames']} frames, committee calibration" + _sampled(running).replace("\n", ", "))
     fig.savefig(path, dpi=120)
 
 
