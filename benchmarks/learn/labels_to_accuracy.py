@@ -269,7 +269,9 @@ def main(argv: list[str] | None = None) -> dict:
     test = FrameDataset(parts["test"], (ModelConfig(**args.model)).cutoff)
     results = [row for seed in args.seeds for strategy in args.strategies
                for row in run_chain(args, strategy, seed, parts, train, test, device)]
-    summary = summarise(results, rounds(args)[-1])
+    # every result on disk, not only this invocation's: processes of other seeds may share --out
+    summary = summarise([json.loads(p.read_text()) for p in sorted((args.out / "results").glob("*.json"))],
+                        rounds(args)[-1])
     report = {"argv": sys.argv[1:] if argv is None else list(argv), "options": {
         k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "device": str(device), "machine": platform.processor() or platform.machine(),
