@@ -158,7 +158,8 @@ def pick(args, strategy: str, seed: int, r: int, best: Path, train: list[Atoms],
     path = folder / f"picks_{strategy}.json"
     if path.is_file():
         return json.loads(path.read_text())["picks"]
-    pool = [k for k in range(len(train)) if k not in set(labelled)]
+    taken = set(labelled)
+    pool = [k for k in range(len(train)) if k not in taken]
     n = min(args.step, len(pool))
     record: dict = {"strategy": strategy, "pool": len(pool)}
     if strategy == "random":
