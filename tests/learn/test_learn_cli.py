@@ -12,6 +12,7 @@ from pbcgnn.cli import main
 from pbcgnn.io import write_frames
 from pbcgnn.train.run import fit
 
+from ..cli.conftest import one_error
 from .conftest import REPO_DATA, committee_config
 
 MD = ["--temperature", "300", "--temperature", "500", "--steps", "20", "--sample-every", "4", "--max-per-round", "2",
@@ -20,16 +21,6 @@ MD = ["--temperature", "300", "--temperature", "500", "--steps", "20", "--sample
 
 def run(*args):
     return CliRunner().invoke(main, ["learn", *[str(a) for a in args]])
-
-
-def one_error(result) -> str:
-    """The single ``Error:`` line of a failed command: exit 1, no traceback."""
-    assert result.exit_code == 1, result.output
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output
-    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.output
-    return errors[0]
 
 
 @pytest.fixture
