@@ -227,3 +227,4 @@ def test_the_store_holds_every_shared_set_as_the_reader_reads_it(shared_data, tm
             assert np.array_equal(back.calc.results[key], value), (k, key)
         for key in ("source", "source_frame", "has_forces"):
             assert back.info[key] == atoms.info[key], (k, key)
+

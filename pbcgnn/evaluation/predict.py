@@ -76,6 +76,8 @@ def predict(
                                                "estd_raw", "fstd_raw")}
     sources, structures = [], []
     for batch in loader:
+        if batch.pos.is_shared():  # from a DataLoader worker: each shared storage holds a file descriptor
+            batch = batch.clone()  # until freed, and what is kept below would hold them all (fd exhaustion)
         batch = batch.to(device)
         with torch.enable_grad():  # forces are derivatives even at inference
             if is_committee:
