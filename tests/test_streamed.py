@@ -14,7 +14,8 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from torch_geometric.loader import DataLoader
 
 from pbcgnn.config import Config, DataConfig, ModelConfig
-from pbcgnn.dataset import FrameDataset, file_sha256, load_datasets, open_frames
+from pbcgnn.dataset import FrameDataset, FrameLoader, file_sha256, load_datasets, open_frames
+from pbcgnn.dataset.loader import pack, unpack
 from pbcgnn.errors import InputError
 from pbcgnn.store import FrameStore, frame_row
 from pbcgnn.dataset.streamed import StreamedFrameDataset, open_store
@@ -66,10 +67,28 @@ def test_batches_equal_the_in_memory_path_bit_for_bit(bundled_n2p2, labelled_xyz
         torch.manual_seed(5)
         a = list(DataLoader(memory, batch_size=3, shuffle=True))
         torch.manual_seed(5)
-        b = list(DataLoader(disk, batch_size=3, shuffle=True, num_workers=workers))
+        b = list(FrameLoader(disk, batch_size=3, shuffle=True, num_workers=workers))
         assert len(a) == len(b) > 1
         for x, y in zip(a, b):
             assert_same_batch(x, y)
+            assert all(x[k].stride() == y[k].stride() for k in x.keys() if torch.is_tensor(x[k]))
+            assert y.pos.is_shared() == (workers > 0)  # one buffer from the worker, not a copy
+            for g, h in zip(x.to_data_list(), y.to_data_list()):  # the slice tables came along
+                assert_same_batch(g, h)
+
+
+def test_packing_keeps_every_tensor_and_the_rest():
+    odd = torch.arange(12.0).reshape(3, 4).t()  # not contiguous
+    obj = {"d": torch.tensor([1.5, -2.0], dtype=torch.float64), "b": torch.tensor([True, False, True]),
+           "empty": torch.empty(0, 3, dtype=torch.int64), "odd": odd, "z": torch.tensor(7, dtype=torch.int8),
+           "text": ["a", 3], "same": None}
+    obj["same"] = obj["d"]
+    buffer, layout, _ = packed = pack(obj)
+    assert buffer.dtype == torch.uint8 and all(offset % 64 == 0 for offset, *_ in layout)
+    back = unpack(packed)
+    for key in ("d", "b", "empty", "odd", "z"):
+        assert back[key].dtype == obj[key].dtype and torch.equal(back[key], obj[key]), key
+    assert back["text"] == ["a", 3] and back["same"] is back["d"]  # shared references stay shared
 
 
 def test_splits_and_labels_view_match(bundled_n2p2, tmp_path):

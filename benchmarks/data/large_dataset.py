@@ -157,6 +157,8 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=Path("/tmp/pbcgnn_large"))
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--results", type=Path)
+    p.add_argument("--train-only", action="store_true",
+                   help="keep the make/convert figures of an existing --results file and its store; rerun training")
     p.add_argument("--ddp", action="store_true",
                    help="instead: one process against a 2-process torchrun on --frames frames (RSS per rank, losses)")
     args = p.parse_args()
@@ -170,6 +172,9 @@ def main() -> None:
         return ddp(args, data, root)
     me = [sys.executable, __file__, "--frames", str(args.frames), "--work", str(args.work), "--seed", str(args.seed)]
     result = {"frames": args.frames, "atoms_per_frame": 192, "threads": os.environ.get("OMP_NUM_THREADS")}
+    if args.train_only:
+        result = {k: v for k, v in json.loads(args.results.read_text()).items() if k != "train"}
+        return _train(args, data, root, result)
     if not data.exists():
         result["make"] = measured([*me[:2], "make", *me[2:]], args.work / "make.log")
     result["file_gb"] = data.stat().st_size / 2**30
@@ -178,6 +183,10 @@ def main() -> None:
     result["convert"]["frames_per_s"] = args.frames / json.loads(line)["seconds"]
     store = next(d for d in root.iterdir() if ".partial" not in d.name)
     result["store_gb"] = sum(f.stat().st_size for f in store.iterdir()) / 2**30
+    _train(args, data, root, result)
+
+
+def _train(args, data: Path, root: Path, result: dict) -> None:
     train = [sys.executable, "-m", "pbcgnn.cli", "train", str(data), *TRAIN, "--storage", "disk",
              "--cache-dir", str(root), "--workers", str(args.workers), "--out", str(args.work / "run")]
     result["train"] = measured(train, args.work / "train.log")

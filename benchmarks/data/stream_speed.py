@@ -3,7 +3,8 @@
 The same model, optimiser and frames train alternately from two loaders in one process: the
 in-memory ``FrameDataset`` (graphs built once, no workers) and the ``StreamedFrameDataset`` of an
 on-disk store whose neighbour lists one DataLoader worker builds while the model trains (the
-model on one thread). Each block runs ``--steps`` optimiser steps of pbcgnn's own training step
+model on one thread), both through ``pbcgnn train``'s loader (:class:`pbcgnn.dataset.FrameLoader`).
+Each block runs ``--steps`` optimiser steps of pbcgnn's own training step
 (:func:`pbcgnn.train.epoch.train_epoch`) and times all but its first ``--warmup`` (which eat the
 batches a worker prefetched while the other loader ran). Blocks alternate, so drifts of a shared
 machine hit both. Frames/s per block, median per path, and their ratio go to ``--out``.
@@ -22,10 +23,9 @@ import time
 from pathlib import Path
 
 import torch
-from torch_geometric.loader import DataLoader
 
 from pbcgnn.config import Config, DataConfig
-from pbcgnn.dataset import FrameDataset, file_sha256
+from pbcgnn.dataset import FrameDataset, FrameLoader, file_sha256
 from pbcgnn.dataset.loading import _read_options
 from pbcgnn.dataset.streamed import StreamedFrameDataset, open_store
 from pbcgnn.train import distributed
@@ -52,7 +52,7 @@ class Block:
 def loader(dataset, batch_size: int, workers: int, seed: int):
     sampler = torch.utils.data.RandomSampler(dataset, replacement=True, num_samples=10**7,
                                              generator=torch.Generator().manual_seed(seed))
-    return iter(DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+    return iter(FrameLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                            persistent_workers=workers > 0))
 
 

@@ -13,12 +13,11 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
-from torch_geometric.loader import DataLoader
 from tqdm.auto import tqdm
 
 from ..checkpoint import read_checkpoint, save_checkpoint
 from ..config import Config, TrainConfig
-from ..dataset import FrameDataset, bootstrap_indices, file_sha256, load_datasets
+from ..dataset import FrameDataset, FrameLoader, bootstrap_indices, file_sha256, load_datasets
 from ..device import resolve_device
 from ..errors import InputError
 from . import distributed
@@ -199,8 +198,8 @@ def fit_model(config: Config, out: Path, *, saved: dict[str, Any] | None = None,
     # processes see the same global batches as one, and a resumed run the same as an unbroken one.
     sampler, per_rank = distributed.make_sampler(train_set, ctx, tc.batch_size, tc.seed)
     workers = {"num_workers": tc.workers, "persistent_workers": tc.workers > 0}  # graphs built beside the model
-    train_loader = DataLoader(train_set, batch_size=per_rank, sampler=sampler, **workers)
-    val_loader = DataLoader(val_set, batch_size=max(tc.batch_size, 8), shuffle=False, **workers)
+    train_loader = FrameLoader(train_set, batch_size=per_rank, sampler=sampler, **workers)
+    val_loader = FrameLoader(val_set, batch_size=max(tc.batch_size, 8), shuffle=False, **workers)
     net = DistributedDataParallel(training.model) if ctx.distributed else training.model
     val_force_weight = _validation_force_weight(tc, train_set)
     writer = SummaryWriter(log_dir=os.fspath(out)) if ctx.is_main else None
