@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch_geometric.loader import DataLoader
 
-from pbcgnn.dataset import FrameDataset, bootstrap_indices, split_indices
+from pbcgnn.dataset import FrameDataset, bootstrap_indices, file_sha256, split_indices
 from pbcgnn.errors import InputError
 from pbcgnn.graph import PeriodicInteractionGraph, atoms_to_graph
 
@@ -111,3 +111,20 @@ def test_bootstrap_indices():
     assert torch.equal(idx, bootstrap_indices(50, seed=3)) and not torch.equal(idx, bootstrap_indices(50, seed=4))
     assert idx.shape == (50,) and int(idx.min()) >= 0 and int(idx.max()) < 50
     assert 20 < len(set(idx.tolist())) < 45  # drawn with replacement (about 63 % distinct)
+
+
+def test_file_digest_is_remembered_until_the_file_changes(tmp_path, monkeypatch):
+    import builtins
+    import hashlib
+    import os
+    path = tmp_path / "a.xyz"
+    path.write_bytes(b"first")
+    assert file_sha256(path) == hashlib.sha256(b"first").hexdigest()
+    opened = []
+    real_open = builtins.open
+    monkeypatch.setattr(builtins, "open", lambda *a, **k: opened.append(a[0]) or real_open(*a, **k))
+    assert file_sha256(path) == hashlib.sha256(b"first").hexdigest() and opened == []  # not read again
+    mtime = path.stat().st_mtime_ns
+    path.write_bytes(b"other")  # same size; a later modification time
+    os.utime(path, ns=(mtime + 10**9, mtime + 10**9))
+    assert file_sha256(path) == hashlib.sha256(b"other").hexdigest() and opened == [path]
