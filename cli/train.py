@@ -5,7 +5,8 @@ from pathlib import Path
 
 import click
 
-from pbcgnn.config import ARCHITECTURES, CommitteeConfig, DataConfig, ModelConfig, TrainConfig, TransferConfig
+from pbcgnn.config import (ARCHITECTURES, FINETUNE_LR, CommitteeConfig, DataConfig, ModelConfig, TrainConfig,
+                           TransferConfig)
 
 from .options import config_field, config_from_params, data_options, data_paths, label_key_options
 
@@ -50,7 +51,8 @@ def _on_command_line(ctx: click.Context) -> list[str]:
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default=_M.dtype, show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=_T.epochs, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=_T.batch_size, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=_T.lr, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=_T.lr, show_default=True,
+              help=f"Learning rate (with --init-from: {FINETUNE_LR:g} unless given).")
 @click.option("--energy-weight", type=click.FloatRange(min=0), default=_T.energy_weight, show_default=True,
               help="Weight of the energy-per-atom MSE (eV^2).")
 @click.option("--force-weight", type=click.FloatRange(min=0), default=_T.force_weight, show_default=True,
@@ -115,6 +117,8 @@ def train(ctx, data, out, resume, progress, **options) -> None:
         given = [f"--{name}" for name in ARCHITECTURE if name in _on_command_line(ctx)]
         if given:
             raise click.UsageError(f"{', '.join(given)}: with --init-from the architecture comes from the checkpoint")
+        if "lr" not in _on_command_line(ctx):
+            options["lr"] = FINETUNE_LR  # the from-scratch rate would undo the pretrained weights
     freeze = options.pop("freeze")
     config = config_from_params({**options, "data": tuple(data) or (str(bundled_data()),),
                                  "freeze": tuple(f.strip() for f in freeze.split(",")) if freeze else ()})

@@ -11,7 +11,13 @@ from .errors import InputError
 from .units import ENERGY_UNITS, LENGTH_UNITS
 
 __all__ = ["DataConfig", "ModelConfig", "TrainConfig", "TransferConfig", "CommitteeConfig", "Config", "GROUPS",
-           "parse_freeze"]
+           "parse_freeze", "FINETUNE_LR"]
+
+#: Learning rate of fine-tuning when none is given (``pbcgnn train --init-from``, ``pbcgnn learn``'s
+#: retraining). The from-scratch 3e-3 undoes a pretrained model in its first Adam steps
+#: (validation forces 199 -> 652 meV/A after one epoch of 16 DeePMD frames); 3e-4 keeps it and
+#: fine-tunes 25 % further (``benchmarks/transfer/README.md``, "Fine-tuning with few labels").
+FINETUNE_LR = 3e-4
 
 
 def _check(cond: bool, message: str) -> None:

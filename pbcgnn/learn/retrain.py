@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..checkpoint import checkpoint_config, read_checkpoint
-from ..config import Config, DataConfig
+from ..config import FINETUNE_LR, Config, DataConfig
 from ..errors import InputError
 from ..io import read_frames, write_frames
 from ..model.calibration import Calibration
@@ -90,8 +90,9 @@ def retrain(previous: str | Path, base: DataConfig, labels: list[Path], config: 
         The committee's :class:`FitResult`; ``out/best.pt`` explores the next round.
     """
     stored = checkpoint_config(read_checkpoint(previous), previous)
+    lr = FINETUNE_LR if stored.train.lr > FINETUNE_LR > stored.train.min_lr else stored.train.lr  # keeps its weights
     train = replace(stored.train, epochs=config.epochs, max_minutes=config.max_minutes, stop_after=None,
-                    device=device)
+                    device=device, lr=lr)
     run = Config(data=replace(base, paths=base.paths + tuple(str(p) for p in labels)), model=stored.model,
                  train=train, transfer=replace(stored.transfer, init_from=str(previous), init_member=0),
                  committee=stored.committee)

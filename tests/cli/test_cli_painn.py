@@ -13,6 +13,7 @@ from pbcgnn.cli import main
 
 from pbcgnn.calculator import PbcgnnCalculator
 from pbcgnn.checkpoint import load_checkpoint, read_checkpoint
+from pbcgnn.config import FINETUNE_LR
 from pbcgnn.model import PaiNN
 
 TINY = ["--model", "painn", "--features", "8", "--interactions", "2", "--rbf", "8", "--cutoff", "4.0",
@@ -58,6 +59,12 @@ def test_resume_and_fine_tune(painn_dir, bundled_n2p2, tmp_path):
     frozen, trained = after.interactions[0].message.phi1.weight, after.interactions[1].message.phi1.weight
     assert (frozen == before.interactions[0].message.phi1.weight).all()
     assert not (trained == before.interactions[1].message.phi1.weight).all()
+    assert read_checkpoint(tuned / "last.pt")["config"]["train"]["lr"] == FINETUNE_LR  # no --lr: the fine-tuning rate
+    again = tmp_path / "tuned_lr"
+    result = run("train", bundled_n2p2, "--epochs", "1", "--init-from", painn_dir / "best.pt", "--lr", "1e-3",
+                 "--out", again, "--device", "cpu", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert read_checkpoint(again / "last.pt")["config"]["train"]["lr"] == 1e-3  # given: kept
 
 
 @pytest.mark.parametrize("engine", ["ase", "openmm"])

@@ -10,6 +10,7 @@ import pytest
 
 from pbcgnn.calculator import PbcgnnCalculator
 from pbcgnn.checkpoint import load_checkpoint, read_checkpoint
+from pbcgnn.config import FINETUNE_LR
 from pbcgnn.io import read_frames, write_frames
 from pbcgnn.learn import learn
 from pbcgnn.learn.pick import configuration_rmsd
@@ -62,6 +63,7 @@ def test_one_round_explores_picks_labels_and_retrains(options, tmp_path):
     model, ckpt = load_checkpoint(folder / "committee" / "best.pt")
     assert isinstance(model, Committee) and len(model.members) == 2
     assert ckpt["config"]["transfer"]["init_from"] == options().committee
+    assert ckpt["config"]["train"]["lr"] == FINETUNE_LR < read_checkpoint(options().committee)["config"]["train"]["lr"]
     assert str(folder / "labelled.xyz") in ckpt["config"]["data"]["paths"]
     assert _state(out)["committee"] == str(folder / "committee" / "best.pt")
     record = _record(out, 0)
