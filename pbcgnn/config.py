@@ -15,8 +15,8 @@ __all__ = ["DataConfig", "ModelConfig", "TrainConfig", "TransferConfig", "Commit
 
 #: Learning rate of fine-tuning when none is given (``pbcgnn train --init-from``, ``pbcgnn learn``'s
 #: retraining). The from-scratch 3e-3 undoes a pretrained model in its first Adam steps
-#: (validation forces 199 -> 652 meV/A after one epoch of 16 DeePMD frames); 3e-4 keeps it and
-#: fine-tunes 25 % further (``benchmarks/transfer/README.md``, "Fine-tuning with few labels").
+#: (validation forces 652 meV/A after one epoch of 16 DeePMD frames, against 100 at 3e-4), and
+#: 3e-4 ends 25 % lower (``benchmarks/transfer/README.md``, "Fine-tuning with few labels").
 FINETUNE_LR = 3e-4
 
 
