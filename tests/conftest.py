@@ -1,6 +1,7 @@
 """Shared fixtures: paths to real data and small float64 water boxes."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -10,6 +11,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import ase.io
 import numpy as np
@@ -42,6 +44,19 @@ def shared_data() -> Path:
             pytest.fail(f"shared data not found at {path}")
         pytest.skip(f"shared data not found at {path}")
     return path
+
+
+@pytest.fixture(scope="session")
+def bench_script() -> Callable[[str], ModuleType]:
+    """A loader of benchmark scripts (``benchmarks/`` is not a package): ``bench_script("accuracy/run.py")``
+    runs the file as a fresh module each call, so no test sees another's changes to it."""
+    def load(relative: str) -> ModuleType:
+        path = REPO / "benchmarks" / relative
+        spec = importlib.util.spec_from_file_location("bench_" + relative.removesuffix(".py").replace("/", "_"), path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    return load
 
 
 @pytest.fixture(scope="session")

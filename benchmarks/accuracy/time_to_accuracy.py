@@ -32,6 +32,7 @@ import argparse
 import importlib.util
 import json
 import logging
+import math
 import os
 import platform
 import shlex
@@ -107,21 +108,47 @@ def score(predictions: Path, test: Path, prefix: str) -> dict:
         sources=[], structures=[]))
 
 
+def finished(last: Path) -> bool:
+    """Whether the run whose ``last.pt`` this is has ended (budget spent, early stop or all
+    epochs: ``pbcgnn train``'s own rules), not merely paused by ``--stop-after``."""
+    ckpt = torch.load(last, weights_only=True, map_location="cpu")
+    loop, tc = ckpt["train_state"]["loop"], ckpt["config"]["train"]
+    return (loop["elapsed_s"] > 60 * (tc["max_minutes"] or math.inf) or loop["bad_epochs"] >= tc["patience"]
+            or loop["epoch"] >= tc["epochs"])
+
+
+def train_mark(files: dict, model: Path, minutes: float, args, commands: list[str]) -> bool:
+    """One mark's ``pbcgnn train --max-minutes M``, resumed when a paused run is there; returns
+    whether it has ended (False: paused by ``--stop-after``, to be resumed by the next invocation)."""
+    pause = ["--stop-after", f"{args.stop_after:g}"] if args.stop_after else []
+    if (model / "last.pt").is_file():
+        if finished(model / "last.pt"):
+            return True
+        cmd = ["train", "--resume", "--out", str(model), *pause]
+    else:
+        cmd = ["train", str(files["train"]), "--val", str(files["val"]), "--out", str(model), "--max-minutes",
+               f"{minutes:g}", "--device", "cpu", "--no-progress", *args.pbcgnn_args, *pause]
+    call([sys.executable, "-m", "pbcgnn.cli", *cmd], commands)
+    return finished(model / "last.pt")
+
+
 def run_pbcgnn(files: dict, out: Path, args) -> dict:
     """pbcgnn as a user with M minutes runs it: one ``pbcgnn train --max-minutes M`` per mark, its
-    schedule (final anneal included) fitted to M; each run's best.pt scored."""
+    schedule (final anneal included) fitted to M; each run's best.pt scored. A mark already trained
+    and scored is reused; one paused (``--stop-after``) is resumed and scored once it ends."""
     commands, points = [], []
     for minutes in sorted(args.minutes):
         model, folder = out / f"model_{minutes:g}min", out / f"eval_{minutes:g}min"
-        call([sys.executable, "-m", "pbcgnn.cli", "train", str(files["train"]), "--val", str(files["val"]),
-              "--out", str(model), "--max-minutes", f"{minutes:g}", "--device", "cpu", "--no-progress",
-              *args.pbcgnn_args], commands)
+        if not train_mark(files, model, minutes, args, commands):
+            log.info("%g-minute mark paused; run again to resume it", minutes)
+            continue
         loop = torch.load(model / "last.pt", weights_only=True, map_location="cpu")["train_state"]["loop"]
         val = [h["val_loss"] for h in loop["history"]]
         point = {"minutes": minutes, "epochs": len(val), "best_epoch": int(np.argmin(val)) + 1,
                  "train_s": round(loop["elapsed_s"], 1), "snapshot": str(model / "best.pt")}
-        call([sys.executable, "-m", "pbcgnn.cli", "-q", "eval", point["snapshot"], str(files["test"]), "--out",
-              str(folder), "--device", "cpu"], commands, stdout=subprocess.DEVNULL)
+        if not (folder / "metrics.json").is_file():
+            call([sys.executable, "-m", "pbcgnn.cli", "-q", "eval", point["snapshot"], str(files["test"]), "--out",
+                  str(folder), "--device", "cpu"], commands, stdout=subprocess.DEVNULL)
         points.append({**point, **json.loads((folder / "metrics.json").read_text())["total"]})
     return {"commands": commands, "points": points}
 
@@ -157,12 +184,19 @@ def run_schnetpack(files: dict, out: Path, args) -> dict:
 
 
 def run_mace(files: dict, out: Path, args) -> dict:
-    """MACE (``MACE_ARGS``, ``--mace-args`` last), one run in its own venv."""
+    """MACE (``MACE_ARGS``, ``--mace-args`` last), one run in its own venv; paused and resumed
+    with ``--stop-after`` (no points until it ends); a finished run of the same marks is reused."""
     s, commands = sizes(args.pbcgnn_args), []
-    call([args.mace_python, str(HERE / "mace_snapshots.py"), "--train", str(files["train"]), "--val",
-          str(files["val"]), "--test", str(files["test"]), "--out", str(out), "--minutes", *map(str, args.minutes),
-          "--", *MACE_ARGS, f"--r_max={s['cutoff']}", f"--batch_size={s['batch_size']}", *args.mace_args], commands)
-    return {"commands": commands, "points": peer_rows(out, files, "MACE_")}
+    done = out / "snapshots.json"
+    if not (done.is_file() and sorted(p["minutes"] for p in json.loads(done.read_text())) == sorted(args.minutes)):
+        done.unlink(missing_ok=True)
+        options = [*(["--stop-after", f"{args.stop_after:g}"] if args.stop_after else []),
+                   *(["--swa-at", f"{args.swa_at:g}"] if args.swa_at else [])]
+        call([args.mace_python, str(HERE / "mace_snapshots.py"), "--train", str(files["train"]), "--val",
+              str(files["val"]), "--test", str(files["test"]), "--out", str(out), "--minutes",
+              *map(str, args.minutes), *options, "--", *MACE_ARGS, f"--r_max={s['cutoff']}",
+              f"--batch_size={s['batch_size']}", *args.mace_args], commands)
+    return {"commands": commands, "points": peer_rows(out, files, "MACE_") if done.is_file() else []}
 
 
 RUNNERS = {"pbcgnn": run_pbcgnn, "schnetpack": run_schnetpack, "mace": run_mace}
@@ -185,6 +219,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--pbcgnn-args", type=shlex.split, default=[],
                    help="extra `pbcgnn train` options, one string; sizes SchNetPack and MACE too")
     p.add_argument("--mace-args", type=shlex.split, default=[], help="extra mace_run_train options, one string")
+    p.add_argument("--stop-after", type=float, default=None,
+                   help="pause each run after MINUTES of this invocation (pbcgnn, mace); run the same "
+                        "command again to resume it; a mark is scored once its run ends")
+    p.add_argument("--swa-at", type=float, default=None,
+                   help="with --mace-args --swa: start MACE's second stage at this fraction of the largest mark")
     p.add_argument("--seed", type=int, default=0, help="split seed (run.py's)")
     p.add_argument("--max-frames", type=int, default=None, help="use only N frames (smoke runs)")
     p.add_argument("--out", type=Path, default=Path("runs/time_to_accuracy"), help="splits, models, logs")
@@ -226,9 +265,12 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rows = {package: [p for p in row.get("points", []) if "force_rmse_mev_per_A" in p]
+            for package, row in results["packages"].items()}
+    if not any(rows.values()):  # every run paused or skipped so far: nothing to draw
+        return
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
-    for (package, row), style in zip(results["packages"].items(), ("o-", "s--", "^-.", "D-", "v:", "x--")):
-        points = [p for p in row.get("points", []) if "force_rmse_mev_per_A" in p]
+    for (package, points), style in zip(rows.items(), ("o-", "s--", "^-.", "D-", "v:", "x--")):
         for ax, key in zip(axes, ("force_rmse_mev_per_A", "energy_rmse_mev_per_atom")):
             ax.plot([p["minutes"] for p in points], [p[key] for p in points], style,
                     label=LABELS.get(package, package))

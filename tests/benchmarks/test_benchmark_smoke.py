@@ -1,7 +1,6 @@
 """Benchmark scripts run end to end at a tiny size (no timing assertions)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -12,15 +11,8 @@ import torch
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_train_budget_smoke(shared_data, tmp_path):
-    bench = load("train_budget")
+def test_train_budget_smoke(shared_data, tmp_path, bench_script):
+    bench = bench_script("train_budget.py")
     report = bench.main([
         "--data", str(shared_data / "deepmd_water" / "deepmd_water.xyz"), "--max-frames", "10",
         "--minutes", "0.05", "--epochs", "2", "--out", str(tmp_path), "--device", "cpu",
@@ -33,10 +25,8 @@ def test_train_budget_smoke(shared_data, tmp_path):
     assert written["predict_the_mean"]["force_rmse_mev_per_A"] > 100
 
 
-def test_accuracy_smoke(shared_data, tmp_path):
-    spec = importlib.util.spec_from_file_location("accuracy_run", BENCH / "accuracy" / "run.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+def test_accuracy_smoke(shared_data, tmp_path, bench_script):
+    bench = bench_script("accuracy/run.py")
     results = bench.main([
         "--sets", "n2p2", "--max-frames", "8", "--minutes", "0.05", "--curve", "3", "6", "--out", str(tmp_path),
         "--device", "cpu", "--train", json.dumps({"epochs": 2}),
@@ -51,15 +41,8 @@ def test_accuracy_smoke(shared_data, tmp_path):
     assert (tmp_path / "learning_curve.png").is_file()
 
 
-def _load(name: str, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_ablations_smoke(shared_data, tmp_path):
-    bench = _load("accuracy_ablations", BENCH / "accuracy" / "ablations.py")
+def test_ablations_smoke(shared_data, tmp_path, bench_script):
+    bench = bench_script("accuracy/ablations.py")
     tiny = json.dumps({"hidden_channels": 8, "num_filters": 8, "num_interactions": 1, "num_rbf": 8, "cutoff": 4.0})
     args = ["--set", "n2p2", "--max-frames", "8", "--minutes", "0.05", "--out", str(tmp_path), "--device", "cpu",
             "--train", json.dumps({"epochs": 2}), "--model", tiny]
@@ -73,9 +56,9 @@ def test_ablations_smoke(shared_data, tmp_path):
     assert results["ew1000"]["config"]["train"]["energy_weight"] == 1000.0
 
 
-def test_pretrained_script_records_a_painn_run(shared_data, tmp_path, monkeypatch):
+def test_pretrained_script_records_a_painn_run(shared_data, tmp_path, monkeypatch, bench_script):
     """The record of a PaiNN run names the architecture, and no SchNet-only option, in its command."""
-    bench = _load("accuracy_pretrained", BENCH / "accuracy" / "pretrained.py")
+    bench = bench_script("accuracy/pretrained.py")
     record = bench.main(["--max-frames", "10", "--regression-frames", "1", "--minutes", "1", "--out", str(tmp_path),
                          "--", "--epochs", "1", "--model", "painn", "--features", "8", "--interactions", "1",
                          "--rbf", "8", "--cutoff", "4.0"])
@@ -95,8 +78,8 @@ def test_pretrained_script_records_a_painn_run(shared_data, tmp_path, monkeypatc
     assert [row.split("`")[1] for row in rows] == ["cheng2019_revpbe0_d3_painn.pt", "cheng2019_revpbe0_d3_schnet.pt"]
 
 
-def test_pretrained_script_smoke(shared_data, tmp_path):
-    bench = _load("accuracy_pretrained", BENCH / "accuracy" / "pretrained.py")
+def test_pretrained_script_smoke(shared_data, tmp_path, bench_script):
+    bench = bench_script("accuracy/pretrained.py")
     record = bench.main(["--max-frames", "10", "--regression-frames", "1", "--minutes", "1", "--out", str(tmp_path),
                          "--", "--epochs", "1", "--features", "8", "--filters", "8", "--interactions", "1",
                          "--rbf", "8", "--cutoff", "4.0"])

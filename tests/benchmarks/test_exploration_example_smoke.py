@@ -2,31 +2,21 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from pbcgnn.io import read_frames
 
-FOLDER = Path(__file__).resolve().parents[2] / "benchmarks" / "learn"
 ROUND_KEYS = {"round", "explored", "above_threshold", "fraction", "picked", "labelled", "failed", "md_failures",
               "stopped", "retrain_minutes", "heldout_before", "heldout_after"}
 ERRORS = {"force_rmse_mev_per_A", "energy_rmse_mev_per_atom"}
 
 
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_learn_{name}", FOLDER / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_exploration_example_quick(shared_data, tmp_path):
-    bench = load("exploration_example")
+def test_exploration_example_quick(shared_data, tmp_path, bench_script):
+    bench = bench_script("learn/exploration_example.py")
     cheng = shared_data / "cheng2019_h2o_revpbe0_d3" / "cheng2019_h2o_revpbe0_d3.xyz"
     report = bench.main(["--quick", "--out", str(tmp_path), "--device", "cpu", "--data", str(cheng)])
     assert report == json.loads((tmp_path / "summary.json").read_text())

@@ -1,7 +1,6 @@
 """benchmarks/md/ipi: run.py (i-PI plus `pbcgnn ipi` clients) and compare.py end to end, 10 steps each."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,16 +10,9 @@ BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "md" / "ipi"
 PRETRAINED = Path(__file__).resolve().parents[2] / "data" / "pretrained" / "cheng2019_revpbe0_d3_schnet.pt"
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"ipi_{name}", BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_classical_and_pimd_inputs_run_and_compare(shared_data, tmp_path):
+def test_classical_and_pimd_inputs_run_and_compare(shared_data, tmp_path, bench_script):
     pytest.importorskip("ipi")
-    run, compare = _load("run"), _load("compare")
+    run, compare = bench_script("md/ipi/run.py"), bench_script("md/ipi/compare.py")
     common = ["--checkpoint", str(PRETRAINED), "--structure", str(shared_data / "deepmd_water" / "deepmd_water.xyz"),
               "--steps", "10", "--tabulate", "--no-analyze"]
     for name, clients in (("classical", 1), ("pimd8", 2)):

@@ -1,10 +1,8 @@
 """benchmarks/learn/*.py end to end at a tiny size (no timing or accuracy assertions)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,22 +12,14 @@ from pbcgnn.dataset import FrameDataset
 from pbcgnn.evaluation import predict
 from pbcgnn.evaluation.calibration import fit_calibration
 
-FOLDER = Path(__file__).resolve().parents[2] / "benchmarks" / "learn"
-
-
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_learn_{name}", FOLDER / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def finite(values) -> bool:
     return all(math.isfinite(v) for v in values)
 
 
-def test_labels_to_accuracy_quick(shared_data, tmp_path):
-    bench = load("labels_to_accuracy")
+def test_labels_to_accuracy_quick(shared_data, tmp_path, bench_script):
+    bench = bench_script("learn/labels_to_accuracy.py")
     cheng = shared_data / "cheng2019_h2o_revpbe0_d3" / "cheng2019_h2o_revpbe0_d3.xyz"
     argv = ["--quick", "--out", str(tmp_path), "--device", "cpu", "--data", str(cheng)]
     report = bench.main(argv)
@@ -61,8 +51,8 @@ def test_labels_to_accuracy_quick(shared_data, tmp_path):
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("best.pt")} == stamps
 
 
-def test_committee_diversity_quick(shared_data, tmp_path):
-    bench = load("committee_diversity")
+def test_committee_diversity_quick(shared_data, tmp_path, bench_script):
+    bench = bench_script("learn/committee_diversity.py")
     report = bench.main(["--quick", "--out", str(tmp_path), "--device", "cpu", "--data-dir", str(shared_data)])
     names = set(bench.CHENG + bench.FINETUNED)
     assert set(report["table"]) == names

@@ -1,18 +1,11 @@
 """benchmarks/transfer/run.py end to end at a tiny size (no timing or accuracy assertions)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "transfer" / "run.py"
-
-
-def test_transfer_benchmark_quick(shared_data, tmp_path):
-    spec = importlib.util.spec_from_file_location("bench_transfer", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+def test_transfer_benchmark_quick(shared_data, tmp_path, bench_script):
+    bench = bench_script("transfer/run.py")
     report = bench.main(["--quick", "--out", str(tmp_path), "--device", "cpu", "--data-dir", str(shared_data)])
     written = json.loads((tmp_path / "results.json").read_text())
     assert set(written["target"]) == {"finetune", "finetune_energy_only", "scratch", "pretrained_e0_refit"}

@@ -3,15 +3,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "md" / "md_speed.py"
-
-
-def test_md_speed_smoke(shared_data, tmp_path):
-    spec = importlib.util.spec_from_file_location("md_speed", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+def test_md_speed_smoke(shared_data, tmp_path, bench_script):
+    bench = bench_script("md/md_speed.py")
     engines = ["ase", "openmm"] if importlib.util.find_spec("openmm") else ["ase"]
     report = bench.main([
         "--data", str(shared_data / "deepmd_water" / "deepmd_water.xyz"), "--sizes", "192", "--steps", "3",

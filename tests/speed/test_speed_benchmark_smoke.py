@@ -1,17 +1,10 @@
 """benchmarks/speed/run.py runs end to end at a tiny size (no SchNetPack, no timing assertions)."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
-RUN = Path(__file__).resolve().parents[2] / "benchmarks" / "speed" / "run.py"
-
-
-def test_speed_benchmark_smoke(shared_data, tmp_path):
-    spec = importlib.util.spec_from_file_location("speed_run", RUN)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+def test_speed_benchmark_smoke(shared_data, tmp_path, bench_script):
+    bench = bench_script("speed/run.py")
     tiny = {"hidden_channels": 8, "num_filters": 8, "num_interactions": 1, "num_rbf": 8}
     report = bench.main([
         "--data", str(shared_data / "deepmd_water" / "deepmd_water.xyz"), "--sizes", "192", "1536",
@@ -31,9 +24,7 @@ def test_speed_benchmark_smoke(shared_data, tmp_path):
 
 def test_painn_speed_benchmark_smoke(shared_data, tmp_path):
     """benchmarks/speed/painn.py at a tiny size: both pbcgnn cases run interleaved, memory per case measured."""
-    spec = importlib.util.spec_from_file_location("speed_painn", RUN.with_name("painn.py"))
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = bench_script("speed/painn.py")
     out = tmp_path / "painn.json"
     report = bench.main(["--data", str(shared_data / "deepmd_water" / "deepmd_water.xyz"), "--batch", "1",
                          "--hidden", "8", "--interactions", "1", "--num-rbf", "4", "--cutoff", "4.0",
