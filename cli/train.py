@@ -5,8 +5,8 @@ from pathlib import Path
 
 import click
 
-from pbcgnn.config import (ARCHITECTURES, FINETUNE_LR, CommitteeConfig, DataConfig, ModelConfig, TrainConfig,
-                           TransferConfig)
+from pbcgnn.config import (ARCHITECTURES, FINETUNE_LR, RECIPES, CommitteeConfig, DataConfig, ModelConfig,
+                           TrainConfig, TransferConfig)
 
 from .options import config_field, config_from_params, data_options, data_paths, label_key_options
 
@@ -28,6 +28,22 @@ def _on_command_line(ctx: click.Context) -> list[str]:
     return [name for name in ctx.params if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
 
 
+def _recipe_help(field: str) -> str:
+    """`` [default: X; --model painn: Y]`` for an option whose default depends on the architecture."""
+    section, name = field.split(".")
+    default = getattr({"model": _M, "train": _T}[section], name)
+    others = "; ".join(f"--model {arch}: {recipe[field]:g}" for arch, recipe in RECIPES.items() if field in recipe)
+    return f" [default: {default:g}; {others}]"
+
+
+def _apply_recipe(ctx: click.Context, options: dict) -> None:
+    """The chosen architecture's recipe (:data:`pbcgnn.config.RECIPES`) for the options not given."""
+    recipe, given = RECIPES[options["model"]], _on_command_line(ctx)
+    for name in options:
+        if config_field(name) in recipe and name not in given:
+            options[name] = recipe[config_field(name)]
+
+
 @click.command()
 @data_paths
 @data_options
@@ -39,20 +55,21 @@ def _on_command_line(ctx: click.Context) -> list[str]:
 @click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=_D.val_fraction,
               show_default=True)
 @click.option("--split-seed", type=int, default=_D.split_seed, show_default=True)
-@click.option("--cutoff", type=click.FloatRange(min=0, min_open=True), default=_M.cutoff, show_default=True,
-              help="Neighbour cutoff in Angstrom.")
+@click.option("--cutoff", type=click.FloatRange(min=0, min_open=True), default=_M.cutoff,
+              help="Neighbour cutoff in Angstrom." + _recipe_help("model.cutoff"))
 @click.option("--model", type=click.Choice(ARCHITECTURES), default=_M.architecture, show_default=True,
               help="schnet: invariant filters, fastest per epoch; painn: equivariant (directions), more accurate.")
 @click.option("--features", type=click.IntRange(min=1), default=_M.hidden_channels, show_default=True)
 @click.option("--filters", type=click.IntRange(min=1), default=_M.num_filters, show_default=True,
               help="SchNet's convolution width (PaiNN's filters are 3 x --features).")
 @click.option("--interactions", type=click.IntRange(min=1), default=_M.num_interactions, show_default=True)
-@click.option("--rbf", type=click.IntRange(min=1), default=_M.num_rbf, show_default=True)
+@click.option("--rbf", type=click.IntRange(min=1), default=_M.num_rbf,
+              help="Radial basis functions (SchNet: Gaussians; PaiNN: sines)." + _recipe_help("model.num_rbf"))
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default=_M.dtype, show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=_T.epochs, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=_T.batch_size, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=_T.lr, show_default=True,
-              help=f"Learning rate (with --init-from: {FINETUNE_LR:g} unless given).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=_T.lr,
+              help=f"Learning rate (with --init-from: {FINETUNE_LR:g} unless given)." + _recipe_help("train.lr"))
 @click.option("--energy-weight", type=click.FloatRange(min=0), default=_T.energy_weight, show_default=True,
               help="Weight of the energy-per-atom MSE (eV^2).")
 @click.option("--force-weight", type=click.FloatRange(min=0), default=_T.force_weight, show_default=True,
@@ -119,6 +136,8 @@ def train(ctx, data, out, resume, progress, **options) -> None:
             raise click.UsageError(f"{', '.join(given)}: with --init-from the architecture comes from the checkpoint")
         if "lr" not in _on_command_line(ctx):
             options["lr"] = FINETUNE_LR  # the from-scratch rate would undo the pretrained weights
+    elif not resume:  # a resumed run keeps its stored options
+        _apply_recipe(ctx, options)
     freeze = options.pop("freeze")
     config = config_from_params({**options, "data": tuple(data) or (str(bundled_data()),),
                                  "freeze": tuple(f.strip() for f in freeze.split(",")) if freeze else ()})

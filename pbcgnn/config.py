@@ -11,13 +11,22 @@ from .errors import InputError
 from .units import ENERGY_UNITS, LENGTH_UNITS
 
 __all__ = ["DataConfig", "ModelConfig", "TrainConfig", "TransferConfig", "CommitteeConfig", "Config", "GROUPS",
-           "parse_freeze", "FINETUNE_LR"]
+           "parse_freeze", "FINETUNE_LR", "RECIPES"]
 
 #: Learning rate of fine-tuning when none is given (``pbcgnn train --init-from``, ``pbcgnn learn``'s
 #: retraining). The from-scratch 3e-3 undoes a pretrained model in its first Adam steps
 #: (validation forces 652 meV/A after one epoch of 16 DeePMD frames, against 100 at 3e-4), and
 #: 3e-4 ends 25 % lower (``benchmarks/transfer/README.md``, "Fine-tuning with few labels").
 FINETUNE_LR = 3e-4
+
+#: Each architecture's measured recipe where it departs from the dataclass defaults (SchNet's):
+#: ``pbcgnn train --model NAME`` starts from it for every option not given ("section.field": value).
+#: PaiNN's is its Cheng pilots' and long run's: 20 sine functions, a 5 A cutoff and lr 1e-3 reached
+#: 87.5 meV/A in 45 CPU-minutes (6 A: 91.0) and 54.1 after 480 (``benchmarks/accuracy/README.md``).
+RECIPES: dict[str, dict[str, object]] = {
+    "schnet": {},
+    "painn": {"model.num_rbf": 20, "model.cutoff": 5.0, "train.lr": 1e-3},
+}
 
 
 def _check(cond: bool, message: str) -> None:

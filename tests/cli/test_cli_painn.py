@@ -43,6 +43,28 @@ def test_train_stores_the_architecture_and_eval_reloads_it(painn_dir, bundled_n2
 
 
 @pytest.mark.usefixtures("one_thread")
+def test_model_painn_starts_from_its_recipe_where_options_are_not_given(bundled_n2p2, tmp_path):
+    """--model painn takes PaiNN's measured recipe (RECIPES) for what is not given; given options
+    win, SchNet keeps the dataclass defaults, and a resumed run keeps its stored options."""
+    small = ["--features", "8", "--interactions", "1", "--epochs", "1", "--device", "cpu", "--no-progress"]
+
+    def stored(out):
+        config = read_checkpoint(out / "last.pt")["config"]
+        return config["model"]["num_rbf"], config["model"]["cutoff"], config["train"]["lr"]
+
+    assert run("train", bundled_n2p2, "--model", "painn", "--out", tmp_path / "p", *small).exit_code == 0
+    assert stored(tmp_path / "p") == (20, 5.0, 1e-3)
+    assert run("train", bundled_n2p2, "--model", "painn", "--cutoff", "4.5", "--lr", "2e-3", "--out",
+               tmp_path / "given", *small).exit_code == 0
+    assert stored(tmp_path / "given") == (20, 4.5, 2e-3)
+    assert run("train", bundled_n2p2, "--out", tmp_path / "s", "--filters", "8", *small).exit_code == 0
+    assert stored(tmp_path / "s") == (32, 6.0, 3e-3)
+    result = run("train", "--resume", "--epochs", "2", "--out", tmp_path / "given", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert stored(tmp_path / "given") == (20, 4.5, 2e-3) and read_checkpoint(tmp_path / "given" / "last.pt")["epoch"] == 2
+
+
+@pytest.mark.usefixtures("one_thread")
 def test_resume_and_fine_tune(painn_dir, bundled_n2p2, tmp_path):
     out = tmp_path / "run"
     assert run("train", bundled_n2p2, "--epochs", "1", "--out", out, *TINY).exit_code == 0
