@@ -22,7 +22,7 @@ def test_speed_benchmark_smoke(shared_data, tmp_path, bench_script):
     assert written["matmul_peak_gflops"] > 0 and small["model_gflop"] > 0
 
 
-def test_painn_speed_benchmark_smoke(shared_data, tmp_path):
+def test_painn_speed_benchmark_smoke(shared_data, tmp_path, bench_script):
     """benchmarks/speed/painn.py at a tiny size: both pbcgnn cases run interleaved, memory per case measured."""
     bench = bench_script("speed/painn.py")
     out = tmp_path / "painn.json"
