@@ -186,7 +186,7 @@ class TrainConfig:
         stop_after: pause after this many wall-clock minutes of this invocation (at the end of
             an epoch, ``last.pt`` saved), leaving the schedule, which follows ``epochs`` and
             ``max_minutes``, untouched: ``--resume`` continues the run as if it had not stopped.
-            For runs longer than a sitting; not stored for the resumed part.
+            For runs longer than one invocation; not stored for the resumed part.
         patience: early stop after this many epochs without a better validation loss.
         lr_schedule: ``cosine`` decays the learning rate from ``lr`` to ``min_lr`` along half a
             cosine over the run's budget, step by step: the progress is the larger of the

@@ -22,6 +22,7 @@ from .evaluation.predict import graph_chunks, predict
 from .io import iter_frames, write_format, write_frames
 from .io.checks import check_supported
 from .model import Committee
+from .model.tabulate import tabulate as tabulated
 
 __all__ = ["rank_by_spread", "select_frames"]
 
@@ -58,6 +59,7 @@ def select_frames(
     energy_unit: str | None = None,
     device: str = "cpu",
     batch_size: int = 8,
+    tabulate: bool = True,
 ) -> list[dict[str, float]]:
     """Query by committee: write the ``n`` frames of ``pool`` on which the committee disagrees most.
 
@@ -76,6 +78,9 @@ def select_frames(
         by: spread measure, one of :data:`SPREAD_MEASURES`.
         format, length_unit, energy_unit: how to read ``pool`` (:func:`pbcgnn.io.read_frames`).
         device, batch_size: for the predictions.
+        tabulate: score with the members' filters tabulated (:func:`pbcgnn.model.tabulate.tabulate`:
+            equal to the exact networks within float32 rounding and about 6x faster for a SchNet
+            64x3 committee on 192-atom water); ``False``: the filter networks.
 
     Returns:
         Per selected frame, largest spread first: ``pool_index`` and the three spreads.
@@ -90,6 +95,8 @@ def select_frames(
     model, ckpt = load_checkpoint(checkpoint, device=device)
     if not isinstance(model, Committee) or len(model) < 2:
         raise InputError("expected a committee checkpoint (train with --committee N, N >= 2)", path=checkpoint)
+    if tabulate:
+        model = tabulated(model)
     if model.calibration.is_identity:
         log.warning("%s has no spread calibration: ranking by the members' raw spread (fit one with "
                     "`pbcgnn calibrate`)", checkpoint)

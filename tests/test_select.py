@@ -30,7 +30,8 @@ def test_streamed_selection_equals_the_in_memory_one(random_committee, bundled_n
     pred = predict(model, FrameDataset(bundled_n2p2, model.cutoff), batch_size=2)
     spread = frame_spread(pred.energy_std, pred.forces_std, pred.natoms)
     expected = rank_by_spread(spread[by], 5).tolist()
-    rows = select_frames(random_committee, bundled_n2p2, 5, tmp_path / "picked.xyz", by=by, batch_size=2)
+    rows = select_frames(random_committee, bundled_n2p2, 5, tmp_path / "picked.xyz", by=by, batch_size=2,
+                         tabulate=False)
     assert [r["pool_index"] for r in rows] == expected
     for measure in SPREAD_MEASURES:
         np.testing.assert_allclose([r[measure] for r in rows], spread[measure][expected], rtol=1e-12)
@@ -40,6 +41,18 @@ def test_streamed_selection_equals_the_in_memory_one(random_committee, bundled_n
     for atoms, k in zip(written, expected):
         np.testing.assert_array_equal(atoms.numbers, pool[k].numbers)
         np.testing.assert_allclose(atoms.positions, pool[k].positions, rtol=0, atol=1e-8)  # extxyz: 8 decimals
+
+
+def test_tabulated_ranking_equals_the_exact_one(random_committee, bundled_n2p2, tmp_path, one_thread):
+    """The default ranking, through tabulated filters, picks the frames the exact networks pick, with
+    spreads equal within float32 rounding (the spreads differ by several percent between frames)."""
+    exact = select_frames(random_committee, bundled_n2p2, 5, tmp_path / "exact.xyz", tabulate=False)
+    fast = select_frames(random_committee, bundled_n2p2, 5, tmp_path / "fast.xyz")
+    assert [r["pool_index"] for r in fast] == [r["pool_index"] for r in exact]
+    for measure in SPREAD_MEASURES:
+        values = np.array([r[measure] for r in exact])
+        assert np.ptp(values) > 1e-3 * values.max()  # a ranking that means something
+        np.testing.assert_allclose([r[measure] for r in fast], values, rtol=1e-4)
 
 
 def test_selection_memory_does_not_grow_with_the_pool(random_committee, water_frames, tmp_path, monkeypatch):

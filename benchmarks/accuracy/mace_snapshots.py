@@ -15,7 +15,7 @@ point at mark M is therefore the model as it stands at M: the weights after the 
 step begun before M, with MACE's EMA applied (MACE validates and saves with the EMA weights too).
 The last validated checkpoint saved within M is recorded beside it (``validated_epoch``).
 
-Runs longer than a sitting: ``--stop-after MIN`` pauses before the first optimiser step after MIN
+Runs longer than one invocation: ``--stop-after MIN`` pauses before the first optimiser step after MIN
 minutes of this invocation and writes ``DIR/paused.pt`` (raw weights, EMA, optimiser, both
 schedulers, the SWA average, the epoch and step, the clock, the states already taken at marks);
 the same command again resumes from it, skipping the batches that epoch had already trained on,
@@ -161,7 +161,7 @@ def timed_train(marks: list[float], record: dict, out: Path, stop_after: float |
             record["states"][mark] = current_state(kwargs["model"], kwargs["ema"])
         if elapsed >= max(marks):
             raise _OutOfTime
-        if stop_after is not None and record["trained"] and time.monotonic() - record["sitting0"] > 60 * stop_after:
+        if stop_after is not None and record["trained"] and time.monotonic() - record["started"] > 60 * stop_after:
             save_atomic(pause_state(kw, record), out / "paused.pt")
             raise _Paused
         record["step"] += 1
@@ -176,7 +176,7 @@ def timed_train(marks: list[float], record: dict, out: Path, stop_after: float |
         nonlocal save_checkpoint
         kw.update(kwargs)
         now = time.monotonic()
-        record.update(t0=now, sitting0=now, model=kw["model"], epoch_ends=[], saves=[], states={}, trained=0)
+        record.update(t0=now, started=now, model=kw["model"], epoch_ends=[], saves=[], states={}, trained=0)
         if (out / "paused.pt").is_file():
             state = torch.load(out / "paused.pt", weights_only=False, map_location="cpu")
             if state["mace_args"] != record["mace_args"]:

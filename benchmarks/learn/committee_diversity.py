@@ -26,7 +26,7 @@ with their checkpoint's calibration. Members of different sizes or cutoffs canno
 checkpoint, so they are trained one by one and combined here as :class:`pbcgnn.model.Committee`
 combines them (mean, sample std), with the calibration fitted on the same validation frames by
 :func:`pbcgnn.evaluation.calibration.fit_calibration`. Per construction ``OUT/CONSTRUCTION/result.json``
-(skipped when present: the run spans sittings), then ``OUT/results.json`` and ``OUT/committee_diversity.png``.
+(skipped when present: the run spans invocations), then ``OUT/results.json`` and ``OUT/committee_diversity.png``.
 """
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ a new committee), scores it on the test part and picks ``--step`` frames from th
 
 Round 0 is the same for both strategies and trained once. Every (strategy, seed, round) writes
 ``OUT/results/STRATEGY_seedS_roundRR.json``; an existing one is skipped, and an interrupted
-committee is resumed, so the run spans sittings. ``OUT/summary.json`` and
+committee is resumed, so the run spans invocations. ``OUT/summary.json`` and
 ``OUT/labels_to_accuracy.png`` gather them. Timings live here, never in tests.
 """
 from __future__ import annotations

@@ -31,7 +31,7 @@ __all__ = ["fit_model", "resumed_config"]
 log = logging.getLogger(__name__)
 
 
-#: Options a resumed run takes from the resuming call: its budget and this sitting's pause.
+#: Options a resumed run takes from the resuming call: its budget and this invocation's pause.
 BUDGET = ("train.epochs", "train.max_minutes", "train.stop_after")
 #: Options it takes from the call only when given there: where it runs, not what it trains.
 WHERE = ("train.device", "train.workers", "data.cache_dir", "data.storage")
@@ -80,7 +80,7 @@ def resumed_config(config: Config, out: Path, given: Collection[str] | None = No
         out: the run's folder.
         given: the ``"section.field"`` options the caller set explicitly (the CLI's command line).
             None: ``epochs``, ``max_minutes`` and ``stop_after`` come from ``config``. Else
-            ``stop_after`` (per sitting) and, when given, ``epochs``, ``max_minutes`` (a bare
+            ``stop_after`` (per invocation) and, when given, ``epochs``, ``max_minutes`` (a bare
             ``--resume`` keeps the run's budget), ``device``, ``workers``, ``cache_dir``, ``storage``
             and, before the run's final phase began, ``final_energy_weight``; any other given option must equal the
             stored one: a resumed run keeps its options, and ignoring one would be silent.
@@ -152,14 +152,14 @@ def _out_of_budget(tc: TrainConfig, state: TrainState) -> bool:
     return tc.max_minutes is not None and state.elapsed_s > 60 * tc.max_minutes
 
 
-def _stop_reason(tc: TrainConfig, state: TrainState, sitting_s: float) -> str | None:
+def _stop_reason(tc: TrainConfig, state: TrainState, invocation_s: float) -> str | None:
     """Why the run stops after this epoch, if it does; ``paused`` after ``stop_after`` minutes of
-    this invocation (``sitting_s``), the schedule untouched."""
+    this invocation (``invocation_s``), the schedule untouched."""
     if state.bad_epochs >= tc.patience:
         return "early stop"
     if _out_of_budget(tc, state):
         return "time limit"
-    if tc.stop_after is not None and sitting_s > 60 * tc.stop_after and state.epoch < tc.epochs:
+    if tc.stop_after is not None and invocation_s > 60 * tc.stop_after and state.epoch < tc.epochs:
         return "paused"
     return None
 

@@ -94,12 +94,12 @@ def test_resume_reaches_the_same_weights(bundled_n2p2, tmp_path):
 
 @pytest.mark.usefixtures("one_thread")
 def test_paused_run_resumes_bit_exactly_through_the_anneal(bundled_n2p2, tmp_path):
-    """--stop-after ends a sitting, not the schedule: a run paused after every epoch and resumed
+    """--stop-after ends an invocation, not the schedule: a run paused after every epoch and resumed
     each time equals the uninterrupted run, final anneal included."""
     config = tiny_config(bundled_n2p2, epochs=4, anneal=0.5)
     whole = fit(config, tmp_path / "whole", progress=False)
-    sitting = config.replace(train={"stop_after": 1e-6})  # one epoch per invocation
-    stops = [fit(sitting, tmp_path / "split", resume=i > 0, progress=False).stopped for i in range(4)]
+    one_epoch = config.replace(train={"stop_after": 1e-6})  # one epoch per invocation
+    stops = [fit(one_epoch, tmp_path / "split", resume=i > 0, progress=False).stopped for i in range(4)]
     assert stops == ["paused", "paused", "paused", "epochs"]
     a, b = read_checkpoint(whole.last), read_checkpoint(tmp_path / "split" / "last.pt")
     assert [h["lr"] for h in a["train_state"]["loop"]["history"]] == [h["lr"] for h in b["train_state"]["loop"]["history"]]

@@ -236,7 +236,7 @@ def test_final_energy_weight_ramp_ends_and_handles_zero():
 
 
 def test_final_energy_weight_can_be_taken_up_on_resume_until_its_phase_began(bundled_n2p2, tmp_path, monkeypatch):
-    """A long run may switch on its final energy phase in a later sitting, not once the phase began."""
+    """A long run may switch on its final energy phase in a later invocation, not once the phase began."""
     weights = spy_on_energy_weight(monkeypatch)
     plain = config(bundled_n2p2, 4, lr_schedule="plateau", anneal=0.5, energy_weight=10.0)
     fit(plain.replace(train={"epochs": 1}), tmp_path, progress=False)

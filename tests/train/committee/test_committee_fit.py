@@ -83,15 +83,15 @@ def test_committee_resume_reaches_the_same_weights(water48_file, helpers, tmp_pa
 
 @pytest.mark.usefixtures("one_thread")
 def test_paused_committee_resumes_to_the_same_weights(water48_file, helpers, tmp_path):
-    """--stop-after pauses the committee inside a member (nothing combined yet); resumed sitting by
-    sitting it reaches the uninterrupted committee's weights."""
+    """--stop-after pauses the committee inside a member (nothing combined yet); resumed invocation by
+    invocation it reaches the uninterrupted committee's weights."""
     config = helpers.config(water48_file, size=2, epochs=2)
     whole = fit(config, tmp_path / "whole", progress=False)
-    sitting = config.replace(train={"stop_after": 1e-6})  # one epoch per invocation
-    first = fit(sitting, tmp_path / "split", progress=False)
+    one_epoch = config.replace(train={"stop_after": 1e-6})  # one epoch per invocation
+    first = fit(one_epoch, tmp_path / "split", progress=False)
     assert first.stopped == "paused" and len(first.history) == 1
     assert not (tmp_path / "split" / "best.pt").exists() and not (tmp_path / "split" / "member_1").exists()
-    stops = [fit(sitting, tmp_path / "split", resume=True, progress=False).stopped for _ in range(2)]
+    stops = [fit(one_epoch, tmp_path / "split", resume=True, progress=False).stopped for _ in range(2)]
     assert stops == ["paused", "member 0: epochs; member 1: epochs"]
     a, b = read_checkpoint(whole.last), read_checkpoint(tmp_path / "split" / "last.pt")
     assert a["model"].keys() == b["model"].keys()
