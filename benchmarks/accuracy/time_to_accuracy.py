@@ -271,6 +271,8 @@ def plot(results: dict, path: Path) -> None:
         return
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
     for (package, points), style in zip(rows.items(), ("o-", "s--", "^-.", "D-", "v:", "x--")):
+        if not points:  # a run paused before its first mark was scored: no legend entry
+            continue
         for ax, key in zip(axes, ("force_rmse_mev_per_A", "energy_rmse_mev_per_atom")):
             ax.plot([p["minutes"] for p in points], [p[key] for p in points], style,
                     label=LABELS.get(package, package))
