@@ -98,10 +98,14 @@ def model_options(f):
     f = click.option("--dtype", type=click.Choice(["float32", "float64"]), default=None,
                      help="Model precision [default: as trained]; float64 for long NVE runs.")(f)
     f = click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda (for the model).")(f)
-    f = click.option("--tabulate/--exact", default=True, show_default=True,
-                     help="Filters from precomputed tables (SchNet) or grid cells (PaiNN), equal to the exact "
-                          "model within float32 rounding and several times faster; --exact: the filter networks.")(f)
-    return f
+    return tabulate_option(f)
+
+
+def tabulate_option(f):
+    """``--tabulate/--exact``: evaluate through the filter tables (``md``, ``ipi``, ``select``)."""
+    return click.option("--tabulate/--exact", default=True, show_default=True,
+                        help="Filters from precomputed tables (SchNet) or grid cells (PaiNN), equal to the exact "
+                             "model within float32 rounding and several times faster; --exact: the filter networks.")(f)
 
 
 def read_structure(structure, frame: int, fmt, length_unit, energy_unit):

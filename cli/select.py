@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .options import data_options
+from .options import data_options, tabulate_option
 
 
 @click.command(name="select")
@@ -19,9 +19,7 @@ from .options import data_options
               help="Calibrated spread to rank by: RMS force std, largest atomic force std, or energy std per atom.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:K.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option("--tabulate/--exact", default=True, show_default=True,
-              help="Score with the members' filters tabulated, equal to the exact model within float32 rounding "
-                   "and several times faster; --exact: the filter networks.")
+@tabulate_option
 def select(checkpoint, pool, fmt, length_unit, energy_unit, n, out, out_format, by, device, batch_size,
            tabulate) -> None:
     """Rank the frames of POOL (e.g. an MD trajectory) by the disagreement of the committee
