@@ -4,7 +4,9 @@ every frame scored by the committee's calibrated force spread.
 Each trajectory runs in ``round_NNN/explore/mdKK`` (:func:`pbcgnn.md.run_md`: ``trajectory.xyz``
 with the spread of every sampled frame, ``run.json`` when it finished). One that blows up keeps
 the frames it sampled, and its error goes to ``failed.json`` there: an exploration that leaves the
-training data is what the loop is for, not a reason to stop. A resumed round reruns only the
+training data is what the loop is for, not a reason to stop. Its last sampled frame, the nearest
+the loop has to where the dynamics broke, is a candidate whatever its spread (``learn_failure``
+in ``info``; picked first). A resumed round reruns only the
 trajectories with neither file (each is seeded, so it repeats itself).
 """
 from __future__ import annotations
@@ -40,27 +42,34 @@ class Exploration:
     Attributes:
         rows: per explored frame: ``id`` and its spreads ``max_force``, ``forces`` (eV/Angstrom)
             and ``energy`` (eV/atom), calibrated.
-        candidates: the frames whose spread (``LearnConfig.by``) exceeds the threshold, structures
-            only, with ``learn_id`` and ``learn_spread`` (eV/Angstrom) in ``info``.
+        candidates: the frames whose spread (``LearnConfig.by``) exceeds the threshold, and the last
+            sampled frame of each failed trajectory; structures only, with ``learn_id``,
+            ``learn_spread`` (eV/Angstrom) and ``learn_failure`` (bool) in ``info``.
         failures: trajectory folder name -> the error that stopped it.
+        above: how many explored frames lie above the threshold.
     """
 
     rows: list[dict] = field(default_factory=list)
     candidates: list[Atoms] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)
+    above: int = 0
 
-    def add(self, frame_id: str, atoms: Atoms, energy_std: float, forces_std: np.ndarray, config: LearnConfig) -> None:
-        """Score one frame (``forces_std`` [N, 3] eV/Angstrom, ``energy_std`` eV, calibrated)."""
+    def add(self, frame_id: str, atoms: Atoms, energy_std: float, forces_std: np.ndarray, config: LearnConfig,
+            failure: bool = False) -> None:
+        """Score one frame (``forces_std`` [N, 3] eV/Angstrom, ``energy_std`` eV, calibrated);
+        ``failure``: the last frame before its trajectory failed, a candidate whatever its spread."""
         spread = frame_spread(np.array([energy_std]), forces_std, np.array([len(atoms)]))
         row = {"id": frame_id, **{k: float(v[0]) for k, v in spread.items()}}
         self.rows.append(row)
-        if row[config.by] > config.threshold:
-            self.candidates.append(structure_of(atoms, **{ID: frame_id, "learn_spread": row[config.by]}))
+        self.above += row[config.by] > config.threshold
+        if row[config.by] > config.threshold or failure:
+            self.candidates.append(structure_of(atoms, **{ID: frame_id, "learn_spread": row[config.by],
+                                                          "learn_failure": failure}))
 
     @property
     def fraction(self) -> float:
         """Fraction of explored frames above the threshold (0 when none was explored)."""
-        return len(self.candidates) / len(self.rows) if self.rows else 0.0
+        return self.above / len(self.rows) if self.rows else 0.0
 
 
 def start_frames(config: LearnConfig) -> list[Atoms]:
@@ -132,11 +141,12 @@ def _explore_md(calc: PbcgnnCalculator, config: LearnConfig, round_index: int, f
         if not (run / "trajectory.xyz").is_file() or (run / "trajectory.xyz").stat().st_size == 0:
             continue
         with _own_columns():
-            for frame in iter_frames(run / "trajectory.xyz", format="extxyz", require_energy=False):
-                step = int(frame.info["step"])
-                if step > 0:
-                    found.add(f"r{round_index:03d}-md{k:02d}-s{step:06d}", frame, float(frame.info["energy_std"]),
-                              frame.arrays["forces_std"], config)
+            frames = [f for f in iter_frames(run / "trajectory.xyz", format="extxyz", require_energy=False)
+                      if int(f.info["step"]) > 0]
+        for i, frame in enumerate(frames):
+            found.add(f"r{round_index:03d}-md{k:02d}-s{int(frame.info['step']):06d}", frame,
+                      float(frame.info["energy_std"]), frame.arrays["forces_std"], config,
+                      failure=error is not None and i == len(frames) - 1)
     return found
 
 

@@ -7,7 +7,8 @@ Files under ``OUT``::
     round_NNN/
       explore/mdKK/     the round's MD (trajectory.xyz with the spread, thermo.csv, run.json or failed.json)
       scores.csv        id and calibrated spreads (eV/A, eV/atom) of every explored frame
-      candidates.xyz    the explored frames above the threshold
+      candidates.xyz    the explored frames above the threshold, and each failed trajectory's last
+                        sampled frame (learn_failure; picked first)
       to_label.xyz      the picks: structures with learn_id and learn_spread
       labelled.xyz      the labels (energy, forces, learn_id), appended frame by frame
       failed.jsonl      failed reference calculations, id and error
@@ -27,6 +28,8 @@ import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ..checkpoint import atomic_output
 from ..config import DataConfig
@@ -84,14 +87,15 @@ def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def stop_reason(fraction: float, explored: int, labels: int, config: LearnConfig) -> str | None:
+def stop_reason(fraction: float, explored: int, labels: int, config: LearnConfig, failed: int = 0) -> str | None:
     """Why the loop stops after exploring ``explored`` frames, ``fraction`` of them above the
-    threshold, with ``labels`` labelled so far; None when it goes on."""
+    threshold, with ``labels`` labelled so far and ``failed`` trajectories of the round failed; None
+    when it goes on. A round whose dynamics broke has not converged, however few frames lie above."""
     if labels >= config.max_labels:
         return f"label budget spent: {labels} labels, --max-labels {config.max_labels}"
-    if explored == 0:
+    if explored == 0 and not failed:
         return "nothing explored: no frame left to score"
-    if fraction < config.stop_fraction or fraction == 0:
+    if (fraction < config.stop_fraction or fraction == 0) and not failed:
         return (f"converged: {100 * fraction:.1f} % of {explored} explored frames above the threshold "
                 f"{config.threshold:g} eV/A, below --stop-fraction {100 * config.stop_fraction:g} %")
     return None
@@ -139,9 +143,10 @@ def _explore_stage(out: Path, state: dict[str, Any], config: LearnConfig, device
         with atomic_output(folder / "candidates.xyz") as tmp:
             write_frames(tmp, found.candidates, format="extxyz")
     _record(folder, round=r, committee=state["committee"], explored=len(found.rows),
-            above_threshold=len(found.candidates), fraction=found.fraction, md_failures=found.failures)
-    log.info("round %d: %d frames explored, %d above %g eV/A (%.1f %%)", r, len(found.rows), len(found.candidates),
-             config.threshold, 100 * found.fraction)
+            above_threshold=found.above, candidates=len(found.candidates), fraction=found.fraction,
+            md_failures=found.failures)
+    log.info("round %d: %d frames explored, %d above %g eV/A (%.1f %%), %d trajectories failed", r, len(found.rows),
+             found.above, config.threshold, 100 * found.fraction, len(found.failures))
     return None
 
 
@@ -150,12 +155,19 @@ def _select_stage(out: Path, state: dict[str, Any], config: LearnConfig) -> str 
     folder = round_dir(out, state["round"])
     record = _read_json(folder / "round.json")
     labels = _count(out, state["round"] - 1)
-    reason = stop_reason(record["fraction"], record["explored"], labels, config)
+    failed = len(record.get("md_failures", {}))
+    reason = stop_reason(record["fraction"], record["explored"], labels, config, failed)
     if reason is not None:
         return reason
+    if not (folder / "candidates.xyz").is_file():  # the failed trajectories broke before their first sample
+        raise InputError(f"{folder}: round {state['round']}: {failed} trajectories failed before their first sampled "
+                         f"frame and no explored frame lies above the threshold: nothing to label (try a smaller "
+                         f"--timestep, a smaller --sample-every or a better-trained committee)")
     candidates = read_frames(folder / "candidates.xyz", format="extxyz", require_energy=False)
     n = min(config.max_per_round, config.max_labels - labels)
-    chosen = pick(candidates, [float(a.info["learn_spread"]) for a in candidates], n, config.min_rmsd)
+    # the last frames before a trajectory failed come first: the loop must learn where the dynamics broke
+    rank = [np.inf if a.info.get("learn_failure") else float(a.info["learn_spread"]) for a in candidates]
+    chosen = pick(candidates, rank, n, config.min_rmsd)
     with atomic_output(folder / "to_label.xyz") as tmp:
         write_frames(tmp, [candidates[k] for k in chosen], format="extxyz")
     _record(folder, picked=len(chosen))

@@ -145,3 +145,15 @@ def test_a_trajectory_that_blows_up_keeps_its_frames_and_the_loop_goes_on(option
     steps = [int(r["id"][-6:]) for r in csv.DictReader(open(out / "round_000" / "scores.csv"))]
     assert steps == list(range(4, 4 * len(steps) + 1, 4)) and 0 < len(steps) < 50  # the frames before it stopped
     assert result.status == "stopped" and result.labels == 2
+
+
+def test_a_failed_trajectory_blocks_the_stop_rule_and_its_last_frame_is_labelled(options, tmp_path):
+    out = tmp_path / "run"  # no frame above the threshold: only the blow-up says the committee is not there yet
+    result = learn(options(max_rounds=1, threshold=1e6, timestep_fs=3.0, steps=200, temperatures_K=(3000.0,)), out)
+    record = _record(out, 0)
+    assert list(record["md_failures"]) == ["md00"] and record["above_threshold"] == 0 and record["fraction"] == 0.0
+    assert record["candidates"] == 1 and record["picked"] == 1 and record["labelled"] == 1
+    last = [r["id"] for r in csv.DictReader(open(out / "round_000" / "scores.csv"))][-1]
+    [picked] = read_frames(out / "round_000" / "to_label.xyz", require_energy=False)
+    assert picked.info["learn_id"] == last and picked.info["learn_failure"] is True
+    assert result.reason.startswith("round budget spent") and result.labels == 1

@@ -58,6 +58,9 @@ def test_stop_rule():
     assert stop_reason(0.5, 100, 10, config).startswith("label budget spent: 10 labels")
     assert stop_reason(0.0, 0, 0, config).startswith("nothing explored")
     assert stop_reason(0.0, 50, 0, _config(stop_fraction=0.0)).startswith("converged: 0.0 %")  # nothing to pick
+    # a round whose dynamics broke has not converged, however few frames lie above; budgets still stop it
+    assert stop_reason(0.0, 50, 3, config, failed=1) is None and stop_reason(0.0, 0, 3, config, failed=2) is None
+    assert stop_reason(0.0, 50, 10, config, failed=1).startswith("label budget spent")
 
 
 def _to_label(n: int) -> list[Atoms]:
