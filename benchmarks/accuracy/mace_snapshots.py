@@ -29,7 +29,9 @@ far, as MACE's examples start it at about 80 % of their epochs.
 
 Each point's model is saved as ``DIR/mace_{M}min.model`` and ``mace_eval_configs`` predicts the
 test frames into ``DIR/pred_{M}min.xyz`` (``MACE_energy``, ``MACE_forces``).
-``DIR/snapshots.json`` lists them. MACE's own final scoring of the training and validation sets
+``DIR/snapshots.json`` lists them. A paused run snapshots the marks it has passed
+(``DIR/taken.json``, each mark once): a mark's state is final once taken, so its point is already
+the run's. MACE's own final scoring of the training and validation sets
 is skipped (it costs minutes).
 """
 from __future__ import annotations
@@ -214,6 +216,21 @@ def snapshot(minutes: float, record: dict, out: Path, test: Path, dtype: str) ->
     return {**row, "snapshot": str(model_path), "predictions": str(pred)}
 
 
+def snapshot_taken(minutes: list[float], record: dict, out: Path, test: Path, dtype: str) -> None:
+    """Snapshot the marks a paused run has passed into ``out/taken.json``; those already there are kept."""
+    path = out / "taken.json"
+    rows = {r["minutes"]: r for r in (json.loads(path.read_text()) if path.is_file() else [])}
+    for m in sorted(m for m in minutes if 60 * m in record["states"] and m not in rows):
+        rows[m] = snapshot(m, record, out, test, dtype)
+        save_text(json.dumps(sorted(rows.values(), key=lambda r: r["minutes"]), indent=2), path)
+
+
+def save_text(text: str, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def main(argv: list[str] | None = None) -> list[dict] | None:
     """Train (or resume), then snapshot every mark; None when paused (no snapshots.json yet)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -237,12 +254,14 @@ def main(argv: list[str] | None = None) -> list[dict] | None:
         run_train.main()
     except _Paused:
         print(f"paused; {out / 'paused.pt'} holds the run: the same command resumes it")
+        snapshot_taken(args.minutes, record, out, files["test"], dtype)
         return None
     except _Trained:
         pass
     rows = [snapshot(m, record, out, files["test"], dtype) for m in sorted(args.minutes)]
     (out / "snapshots.json").write_text(json.dumps(rows, indent=2))
     (out / "paused.pt").unlink(missing_ok=True)
+    (out / "taken.json").unlink(missing_ok=True)
     return rows
 
 

@@ -165,9 +165,9 @@ def merged(old: dict, new: dict) -> dict:
             "invocations": old.get("invocations", []) + new["invocations"]}
 
 
-def peer_rows(out: Path, files: dict, prefix: str) -> list[dict]:
-    """A peer's ``snapshots.json``, each point scored on the test frames."""
-    points = json.loads((out / "snapshots.json").read_text())
+def peer_rows(out: Path, files: dict, prefix: str, name: str = "snapshots.json") -> list[dict]:
+    """A peer's ``snapshots.json`` (or a paused run's ``taken.json``), each point scored on the test frames."""
+    points = json.loads((out / name).read_text())
     return [{**p, **(score(Path(p["predictions"]), files["test"], prefix) if p["snapshot"] else {})} for p in points]
 
 
@@ -185,7 +185,8 @@ def run_schnetpack(files: dict, out: Path, args) -> dict:
 
 def run_mace(files: dict, out: Path, args) -> dict:
     """MACE (``MACE_ARGS``, ``--mace-args`` last), one run in its own venv; paused and resumed
-    with ``--stop-after`` (no points until it ends); a finished run of the same marks is reused."""
+    with ``--stop-after`` (a paused run's points: the marks it has passed); a finished run of the
+    same marks is reused."""
     s, commands = sizes(args.pbcgnn_args), []
     done = out / "snapshots.json"
     if not (done.is_file() and sorted(p["minutes"] for p in json.loads(done.read_text())) == sorted(args.minutes)):
@@ -196,7 +197,8 @@ def run_mace(files: dict, out: Path, args) -> dict:
               str(files["val"]), "--test", str(files["test"]), "--out", str(out), "--minutes",
               *map(str, args.minutes), *options, "--", *MACE_ARGS, f"--r_max={s['cutoff']}",
               f"--batch_size={s['batch_size']}", *args.mace_args], commands)
-    return {"commands": commands, "points": peer_rows(out, files, "MACE_") if done.is_file() else []}
+    name = "snapshots.json" if done.is_file() else "taken.json"
+    return {"commands": commands, "points": peer_rows(out, files, "MACE_", name) if (out / name).is_file() else []}
 
 
 RUNNERS = {"pbcgnn": run_pbcgnn, "schnetpack": run_schnetpack, "mace": run_mace}
@@ -221,7 +223,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--mace-args", type=shlex.split, default=[], help="extra mace_run_train options, one string")
     p.add_argument("--stop-after", type=float, default=None,
                    help="pause each run after MINUTES of this invocation (pbcgnn, mace); run the same "
-                        "command again to resume it; a mark is scored once its run ends")
+                        "command again to resume it; a paused MACE run reports the marks it has passed")
     p.add_argument("--swa-at", type=float, default=None,
                    help="with --mace-args --swa: start MACE's second stage at this fraction of the largest mark")
     p.add_argument("--seed", type=int, default=0, help="split seed (run.py's)")
