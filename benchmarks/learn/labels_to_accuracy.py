@@ -51,7 +51,7 @@ HERE = Path(__file__).resolve().parent
 CHENG = HERE.parents[1].parent / "shared" / "data" / "cheng2019_h2o_revpbe0_d3" / "cheng2019_h2o_revpbe0_d3.xyz"
 STRATEGIES = ("committee", "random")
 GOAL_FRACTION = 0.6  # committee picks reach random's error at the largest label count with <= 60 % of the labels
-QUICK = dict(max_frames=40, start=4, step=4, max_labels=12, members=2, epochs=1, minutes=None, seeds=[0],
+QUICK = dict(max_frames=40, start=4, step=4, max_labels=12, members=2, epochs=1, minutes=None, seeds=[0], val_frames=3,
              model={"hidden_channels": 8, "num_filters": 8, "num_interactions": 1, "num_rbf": 8, "cutoff": 4.0})
 
 _spec = importlib.util.spec_from_file_location("accuracy_run", HERE.parent / "accuracy" / "run.py")
@@ -70,6 +70,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--start", type=int, default=32, help="labelled training frames at round 0")
     p.add_argument("--step", type=int, default=32, help="frames picked per round")
     p.add_argument("--max-labels", type=int, default=256, help="the last round's labels")
+    p.add_argument("--val-frames", type=int, default=None,
+                   help="validate on the first N validation frames only (the split is shuffled; default: all)")
     p.add_argument("--members", type=int, default=4, help="committee size")
     p.add_argument("--epochs", type=int, default=30, help="epochs per member per round (an upper bound)")
     p.add_argument("--minutes", type=float, default=None, help="wall-clock minutes per member per round")
@@ -99,6 +101,11 @@ def split(args: argparse.Namespace) -> dict[str, Path]:
     parts = {name: folder / f"{name}.xyz" for name in ("train", "val", "test")}
     if not (folder / "indices.json").is_file():
         accuracy.write_splits("cheng", args.data, args.out, args.split_seed, args.max_frames)
+    if args.val_frames is not None:  # validation runs every epoch of every member: the subset sets its cost
+        subset = folder / f"val_first{args.val_frames}.xyz"
+        if not subset.is_file():
+            write_frames(subset, read_frames(parts["val"])[:args.val_frames], format="extxyz")
+        parts["val"] = subset
     return parts
 
 

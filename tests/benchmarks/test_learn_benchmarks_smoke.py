@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from pbcgnn.checkpoint import load_checkpoint
+from pbcgnn.checkpoint import load_checkpoint, read_checkpoint
 from pbcgnn.dataset import FrameDataset
 from pbcgnn.evaluation import predict
 from pbcgnn.evaluation.calibration import fit_calibration
@@ -44,6 +45,10 @@ def test_labels_to_accuracy_quick(shared_data, tmp_path, bench_script):
     assert summary["goal"]["random_force_rmse"] == pytest.approx(
         summary["table"]["random"]["12"]["force_rmse_mean"])
     assert (tmp_path / "labels_to_accuracy.png").stat().st_size > 1000
+    # members validate on the --val-frames subset (3 of the 4 validation frames)
+    member = read_checkpoint(tmp_path / "seed0" / "round_00" / "committee" / "member_0" / "best.pt")
+    assert [Path(p).name for p in member["config"]["data"]["val_paths"]] == ["val_first3.xyz"]
+    assert len(FrameDataset(tmp_path / "splits" / "cheng" / "val_first3.xyz", 4.0)) == 3
     # a second invocation reads every result back: nothing is trained again
     stamps = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("best.pt")}
     again = bench.main(argv)
