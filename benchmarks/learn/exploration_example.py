@@ -43,6 +43,7 @@ import sys
 import time
 from pathlib import Path
 
+import ase.io
 import numpy as np
 import torch
 from ase import Atoms
@@ -52,6 +53,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from pbcgnn.checkpoint import load_checkpoint, read_checkpoint
 from pbcgnn.dataset import FrameDataset
 from pbcgnn.evaluation import predict, prediction_metrics
+from pbcgnn.evaluation.metrics import frame_spread, spearman
 from pbcgnn.io import read_frames, write_frames
 
 log = logging.getLogger("benchmarks.learn.exploration")
@@ -59,7 +61,7 @@ HERE = Path(__file__).resolve().parent
 CHENG = HERE.parents[1].parent / "shared" / "data" / "cheng2019_h2o_revpbe0_d3" / "cheng2019_h2o_revpbe0_d3.xyz"
 WATER_G_PER_MOL = 18.01528
 AVOGADRO_PER_A3_CM3 = 0.602214076  # N_A x 1e-24: (g/mol) / (A^3) -> g/cm^3 after division
-QUICK = dict(train=4, val=3, heldout=2, members=2, epochs=2, retrain_epochs=1, steps=20, sample_every=5,
+QUICK = dict(train=4, val=3, heldout=2, members=2, epochs=2, retrain_epochs=1, steps=20, sample_every=5, error_every=2,
              max_per_round=2, max_rounds=3, max_labels=6,
              model=["--features", "8", "--filters", "8", "--interactions", "1", "--rbf", "8", "--cutoff", "4.0"])
 
@@ -75,8 +77,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--densities", type=float, nargs=2, default=[0.92, 1.08], help="start frames' densities, g/cm3")
     p.add_argument("--temperature", type=float, nargs="+", default=[300.0, 400.0], help="MD temperatures, K")
     p.add_argument("--members", type=int, default=4)
-    p.add_argument("--epochs", type=int, default=100, help="epochs of the starting committee")
-    p.add_argument("--retrain-epochs", type=int, default=30, help="epochs of each retraining (pbcgnn learn --epochs)")
+    p.add_argument("--epochs", type=int, default=1000, help="epochs of the starting committee")
+    p.add_argument("--retrain-epochs", type=int, default=100, help="epochs of each retraining (pbcgnn learn --epochs)")
     p.add_argument("--steps", type=int, default=1000, help="MD steps per trajectory (0.5 fs)")
     p.add_argument("--sample-every", type=int, default=20)
     p.add_argument("--quantile", type=float, default=0.8, help="threshold: this quantile of the probe's spreads")
@@ -84,6 +86,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-per-round", type=int, default=8)
     p.add_argument("--max-rounds", type=int, default=10)
     p.add_argument("--max-labels", type=int, default=100)
+    p.add_argument("--error-every", type=int, default=2,
+                   help="check the committee against the stand-in on every Nth explored frame of each round")
     p.add_argument("--device", default="cpu")
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     args = p.parse_args(argv)
@@ -222,6 +226,42 @@ def heldout_errors(committee: str | Path, data: FrameDataset, device: str) -> di
     return {k: float(metrics[k]) for k in ("force_rmse_mev_per_A", "energy_rmse_mev_per_atom")}
 
 
+def explored_errors(args: argparse.Namespace, folder: Path) -> dict | None:
+    """The exploring committee's own error where its dynamics went: on every ``--error-every``th
+    explored frame of the round, its mean forces (stored in the trajectory) against the stand-in's.
+    Per trajectory and over all: force RMSE (meV/A) and the median calibrated ``max_force``
+    spread (eV/A); over all, the Spearman of per-frame force RMSE against the per-frame RMS
+    calibrated force spread. Cached in ``OUT/explored/round_NNN.json``; None without MD."""
+    cache = args.out / "explored" / f"{folder.name}.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    paths = sorted((folder / "explore").glob("md*/trajectory.xyz"))
+    if not paths:
+        return None
+    import stand_in_dft  # benchmarks/learn is on sys.path (main)
+
+    calc, result, errors, spreads, all_diffs = stand_in_dft.make_calc(), {"trajectories": {}}, [], [], []
+    for path in paths:
+        frames = [a for a in ase.io.read(path, index=":") if int(a.info["step"]) > 0][::args.error_every]
+        if not frames:
+            continue
+        diffs = [a.get_forces() - relabel([a], calc)[0].get_forces() for a in frames]  # [N, 3] eV/A each
+        spread = frame_spread(np.array([a.info["energy_std"] for a in frames]),
+                              np.concatenate([a.arrays["forces_std"] for a in frames]),
+                              np.array([len(a) for a in frames]))
+        errors += [float(np.sqrt(np.mean(d ** 2))) for d in diffs]
+        spreads += spread["forces"].tolist()
+        all_diffs += diffs
+        result["trajectories"][path.parent.name] = {
+            "frames": len(frames), "force_rmse_mev_per_A": 1000 * float(np.sqrt(np.mean(np.square(diffs)))),
+            "median_max_force_spread_eV_per_A": float(np.median(spread["max_force"]))}
+    result.update(frames=len(errors), force_rmse_mev_per_A=1000 * float(np.sqrt(np.mean(np.concatenate(
+        [d.ravel() for d in all_diffs]) ** 2))), spearman_forces=spearman(np.array(errors), np.array(spreads)))
+    cache.parent.mkdir(exist_ok=True)
+    cache.write_text(json.dumps(result, indent=1))
+    return result
+
+
 def retrain_minutes(folder: Path) -> float | None:
     """The members' training minutes of the round's retraining (from their ``last.pt``), None if not retrained."""
     members = sorted(folder.glob("member_*/last.pt"))
@@ -254,6 +294,7 @@ def summarise(args: argparse.Namespace, first: Path, paths: dict[str, Path]) -> 
         row["retrain_minutes"] = retrain_minutes(folder / "committee") if rec.get("trained") else None
         row["heldout_before"] = scored(rec["committee"])
         row["heldout_after"] = scored(rec["trained"]) if rec.get("trained") else None
+        row["explored_error"] = explored_errors(args, folder)
         rows.append(row)
     reason = state["stopped"] or "not stopped"
     by = "stop rule" if reason.startswith("converged") else "budget" if "budget" in reason else "other"

@@ -26,6 +26,7 @@ import argparse
 import importlib.util
 import json
 import logging
+import os
 import platform
 import sys
 import time
@@ -103,8 +104,10 @@ def split(args: argparse.Namespace) -> dict[str, Path]:
         accuracy.write_splits("cheng", args.data, args.out, args.split_seed, args.max_frames)
     if args.val_frames is not None:  # validation runs every epoch of every member: the subset sets its cost
         subset = folder / f"val_first{args.val_frames}.xyz"
-        if not subset.is_file():
-            write_frames(subset, read_frames(parts["val"])[:args.val_frames], format="extxyz")
+        if not subset.is_file():  # written aside and renamed: processes sharing --out never read half of it
+            tmp = subset.with_name(f".{subset.stem}.{os.getpid()}.xyz")
+            write_frames(tmp, read_frames(parts["val"])[:args.val_frames], format="extxyz")
+            tmp.replace(subset)
         parts["val"] = subset
     return parts
 

@@ -5,13 +5,14 @@ import csv
 import json
 import math
 
+import ase.io
 import numpy as np
 import pytest
 
 from pbcgnn.io import read_frames
 
 ROUND_KEYS = {"round", "explored", "above_threshold", "fraction", "picked", "labelled", "failed", "md_failures",
-              "stopped", "retrain_minutes", "heldout_before", "heldout_after"}
+              "stopped", "retrain_minutes", "heldout_before", "heldout_after", "explored_error"}
 ERRORS = {"force_rmse_mev_per_A", "energy_rmse_mev_per_atom"}
 
 
@@ -61,3 +62,19 @@ def test_exploration_example_quick(shared_data, tmp_path, bench_script):
         expected = frame.get_potential_energy()
         frame.calc = calc
         assert frame.get_potential_energy() == pytest.approx(expected, abs=1e-4)
+
+    # the exploring committee's error where its dynamics went: its stored mean forces against the stand-in's
+    for row in rows:
+        err, per = row["explored_error"], row["explored_error"]["trajectories"]
+        assert err["frames"] == sum(t["frames"] for t in per.values()) > 0
+        pooled = math.sqrt(sum(t["frames"] * t["force_rmse_mev_per_A"] ** 2 for t in per.values()) / err["frames"])
+        assert err["force_rmse_mev_per_A"] == pytest.approx(pooled)  # every frame has the same atoms
+    frames = [a for a in ase.io.read(tmp_path / "learn" / "round_000" / "explore" / "md00" / "trajectory.xyz",
+                                     index=":") if int(a.info["step"]) > 0][::2]  # QUICK's --error-every
+    diffs = []
+    for atoms in frames:
+        mean = atoms.get_forces()
+        atoms.calc = calc
+        diffs.append(mean - atoms.get_forces())
+    assert rows[0]["explored_error"]["trajectories"]["md00"]["force_rmse_mev_per_A"] == pytest.approx(
+        1000 * np.sqrt(np.mean(np.square(diffs))), rel=1e-4)
