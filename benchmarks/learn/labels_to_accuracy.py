@@ -52,7 +52,8 @@ HERE = Path(__file__).resolve().parent
 CHENG = HERE.parents[1].parent / "shared" / "data" / "cheng2019_h2o_revpbe0_d3" / "cheng2019_h2o_revpbe0_d3.xyz"
 STRATEGIES = ("committee", "random")
 GOAL_FRACTION = 0.6  # committee picks reach random's error at the largest label count with <= 60 % of the labels
-QUICK = dict(max_frames=40, start=4, step=4, max_labels=12, members=2, epochs=1, minutes=None, seeds=[0], val_frames=3,
+QUICK = dict(max_frames=40, start=4, step=4, max_labels=12, members=2, epochs=1, first_epochs=2, minutes=None,
+             seeds=[0], val_frames=3,
              model={"hidden_channels": 8, "num_filters": 8, "num_interactions": 1, "num_rbf": 8, "cutoff": 4.0})
 
 _spec = importlib.util.spec_from_file_location("accuracy_run", HERE.parent / "accuracy" / "run.py")
@@ -75,6 +76,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="validate on the first N validation frames only (the split is shuffled; default: all)")
     p.add_argument("--members", type=int, default=4, help="committee size")
     p.add_argument("--epochs", type=int, default=30, help="epochs per member per round (an upper bound)")
+    p.add_argument("--first-epochs", type=int, default=None,
+                   help="epochs of round 0's committee, trained from scratch (default: --epochs)")
     p.add_argument("--minutes", type=float, default=None, help="wall-clock minutes per member per round")
     p.add_argument("--retrain", choices=("continue", "scratch"), default="continue",
                    help="continue from the previous round's members (as pbcgnn learn) or start each round anew")
@@ -139,10 +142,12 @@ def train_committee(args, labels: list[Path], val: Path, previous: Path | None, 
         base = DataConfig(paths=(str(labels[0].resolve()),), val_paths=(str(val.resolve()),))
         budget = LearnConfig(epochs=args.epochs, max_minutes=args.minutes)
         return Path(retrain(previous, base, [p.resolve() for p in labels[1:]], budget, out, device=args.device).best)
+    # from scratch: round 0 for --first-epochs (default --epochs), later rounds of --retrain scratch for --epochs
+    epochs = args.first_epochs if previous is None and args.first_epochs else args.epochs
     config = Config(data=DataConfig(paths=tuple(str(p.resolve()) for p in labels), val_paths=(str(val.resolve()),)),
                     model=ModelConfig(**args.model),
                     # members train with seeds 1000 s + k: no two seeds of the benchmark share a member seed
-                    train=TrainConfig(**{**args.train, "epochs": args.epochs, "max_minutes": args.minutes,
+                    train=TrainConfig(**{**args.train, "epochs": epochs, "max_minutes": args.minutes,
                                          "seed": 1000 * seed, "device": args.device}),
                     committee=CommitteeConfig(size=args.members))
     return Path(fit(config, out, resume=(out / "last.pt").is_file(), progress=False).best)

@@ -34,6 +34,8 @@ def test_labels_to_accuracy_quick(shared_data, tmp_path, bench_script):
             assert set(before["labels"]) < set(after["labels"]) and len(set(after["labels"])) == after["n_labels"]
         assert finite([r["test"][k] for r in rows for k in ("force_rmse_mev_per_A", "energy_rmse_mev_per_atom")])
         assert all(r["test"]["n_frames"] == 4 and r["train_minutes"] > 0 for r in rows)
+    # round 0 trains --first-epochs (2) from scratch, later rounds --epochs (1) from the previous committee
+    assert [r["member_epochs"] for r in by_strategy["random"]] == [2 * 2, 2 * 1, 2 * 1]
     # round 0 is shared; the strategies' picks then differ in where they come from, not in how many
     assert by_strategy["committee"][0]["labels"] == by_strategy["random"][0]["labels"]
     picks = json.loads((tmp_path / "seed0" / "round_00" / "picks_committee.json").read_text())
