@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -85,6 +86,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="the calibrated spread the committee strategy ranks by (pbcgnn learn's default)")
     p.add_argument("--model", type=json.loads, default={}, help="ModelConfig overrides as JSON")
     p.add_argument("--train", type=json.loads, default={}, help="TrainConfig overrides as JSON")
+    p.add_argument("--save-state", type=Path, default=None, metavar="DIR",
+                   help="copy what resumes this --out elsewhere into DIR (results, picks, the committee each "
+                        "chain goes on from) and exit; stop the run first")
     p.add_argument("--device", default="auto")
     p.add_argument("--quick", action="store_true", help="tiny model, few frames and rounds: a smoke run")
     args = p.parse_args(argv)
@@ -274,8 +278,36 @@ def plot(summary: dict, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def save_state(out: Path, dest: Path) -> list[Path]:
+    """Copy into ``dest`` what resumes the run in ``out`` on another machine: every result and pick
+    (JSON) and, per chain, the committee it goes on from: the last round's ``committee/best.pt`` if
+    that round is scored, else the round's checkpoints (members resume from their ``last.pt``) and
+    the previous round's ``committee/best.pt``. Splits and labels are written again from the data."""
+    keep = [p for p in out.rglob("*.json") if p.parts[len(out.parts)] != "splits" and p.name != "summary.json"]
+    for seed in out.glob("seed*"):
+        for strategy in STRATEGIES:
+            chain = [r for r in [seed / "round_00", *sorted((seed / strategy).glob("round_*"))] if r.is_dir()]
+            if not chain:
+                continue
+            scored = out / "results" / f"{strategy}_{seed.name}_round{int(chain[-1].name[6:]):02d}.json"
+            if scored.is_file():  # trained and scored: the next round continues from its best.pt
+                keep.append(chain[-1] / "committee" / "best.pt")
+            else:  # in training, or trained and not scored yet (the score reads the members' last.pt)
+                keep += sorted((chain[-1] / "committee").rglob("*.pt"))
+                keep += [r / "committee" / "best.pt" for r in chain[-2:-1]]
+    for path in dict.fromkeys(keep):
+        target = dest / path.relative_to(out)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+    return list(dict.fromkeys(keep))
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse(argv)
+    if args.save_state is not None:
+        saved = save_state(args.out, args.save_state)
+        print(f"{len(saved)} files of {args.out} copied into {args.save_state}")
+        return {"saved": [str(p) for p in saved]}
     args.out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(args.device)
     parts = split(args)

@@ -57,6 +57,19 @@ def test_labels_to_accuracy_quick(shared_data, tmp_path, bench_script):
     assert again["results"] == report["results"]
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("best.pt")} == stamps
 
+    # the saved state resumes in another folder: splits and labels written again, nothing trained again,
+    # and a round whose result is missing is scored again from its saved committee, to the same numbers
+    last = tmp_path / "results" / "committee_seed0_round02.json"
+    expected = json.loads(last.read_text())
+    last.unlink()
+    state = tmp_path / "state"
+    bench.main(["--out", str(tmp_path), "--save-state", str(state)])
+    assert not (state / "splits").exists() and not list(state.rglob("labelled.xyz"))
+    moved = bench.main([a if a != str(tmp_path) else str(state) for a in argv])
+    assert [r["labels"] for r in moved["results"]] == [r["labels"] for r in report["results"]]
+    assert moved["results"][2]["test"] == pytest.approx(expected["test"], nan_ok=True)
+    assert not [p for p in state.rglob("member_*/best.pt") if p.stat().st_mtime_ns > last.parent.stat().st_mtime_ns]
+
 
 def test_committee_diversity_quick(shared_data, tmp_path, bench_script):
     bench = bench_script("learn/committee_diversity.py")
