@@ -226,6 +226,7 @@ def snapshot_taken(minutes: list[float], record: dict, out: Path, test: Path, dt
 
 
 def save_text(text: str, path: Path) -> None:
+    """Write ``text`` to a private file renamed into place, as :func:`save_atomic` does."""
     tmp = path.with_name(f".{path.name}.partial")
     tmp.write_text(text)
     tmp.replace(path)

@@ -11,6 +11,7 @@ import pytest
 from pbcgnn.calculator import PbcgnnCalculator
 from pbcgnn.checkpoint import load_checkpoint, read_checkpoint
 from pbcgnn.config import FINETUNE_LR
+from pbcgnn.errors import InputError
 from pbcgnn.io import read_frames, write_frames
 from pbcgnn.learn import learn
 from pbcgnn.learn.pick import configuration_rmsd
@@ -157,3 +158,13 @@ def test_a_failed_trajectory_blocks_the_stop_rule_and_its_last_frame_is_labelled
     [picked] = read_frames(out / "round_000" / "to_label.xyz", require_energy=False)
     assert picked.info["learn_id"] == last and picked.info["learn_failure"] is True
     assert result.reason.startswith("round budget spent") and result.labels == 1
+
+
+def test_a_round_whose_trajectories_broke_before_any_sample_says_what_to_try(options, tmp_path):
+    out = tmp_path / "run"  # sampled every 200 steps: the blow-up (before step 200) leaves no frame to label
+    with pytest.raises(InputError, match="1 trajectories failed before their first sampled frame.*--sample-every"):
+        learn(options(max_rounds=1, threshold=1e6, timestep_fs=3.0, steps=200, sample_every=200,
+                      temperatures_K=(3000.0,)), out)
+    record = _record(out, 0)
+    assert record["explored"] == 0 and list(record["md_failures"]) == ["md00"]
+    assert not (out / "round_000" / "to_label.xyz").exists()
