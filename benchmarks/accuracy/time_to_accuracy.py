@@ -271,7 +271,7 @@ def plot(results: dict, path: Path) -> None:
             for package, row in results["packages"].items()}
     if not any(rows.values()):  # every run paused or skipped so far: nothing to draw
         return
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), layout="constrained")
     for (package, points), style in zip(rows.items(), ("o-", "s--", "^-.", "D-", "v:", "x--")):
         if not points:  # a run paused before its first mark was scored: no legend entry
             continue
@@ -283,7 +283,8 @@ def plot(results: dict, path: Path) -> None:
         ax.set(xscale="log", yscale="log", xlabel="training minutes (1 CPU thread)", ylabel=label)
         ax.set_xticks(marks, [f"{m:g}" for m in marks])
         ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-    axes[0].legend()
+    # below both panels: inside either one it hides the curves
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=3)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
